@@ -1,0 +1,1 @@
+"""Building wheels: sources, build environments, the graph and its scheduler."""

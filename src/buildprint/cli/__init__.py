@@ -1,0 +1,1 @@
+"""Command line: parses, calls the library, renders."""

@@ -1,0 +1,1 @@
+"""Input collectors: turn files, archives, code and the environment into component values."""

@@ -1,0 +1,1 @@
+"""Project files: buildprint.toml, packages/<name>.toml, patches, requirements."""

@@ -1,0 +1,1 @@
+"""Signature core: canonical encoding, manifests, policy and diffs (pure, no I/O)."""

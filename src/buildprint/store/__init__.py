@@ -1,0 +1,1 @@
+"""Stores: the embedded local store and remote caches (HTTP, S3)."""
