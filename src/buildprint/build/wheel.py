@@ -1,0 +1,244 @@
+"""Wheel post-processing: embed the build manifest, read it back, digest a wheel's content."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+from buildprint.errors import InputError
+from buildprint.signature.canonical import digest_value
+
+__all__ = ["MANIFEST_NAME", "artifact_digest", "embed_manifest", "read_manifest"]
+
+#: File name of the embedded manifest inside ``<name>-<version>.dist-info/``.
+MANIFEST_NAME = "buildprint.json"
+
+#: Tag of the artifact-digest encoding; change it if what is hashed changes.
+_DIGEST_SCHEME = "buildprint-wheel-content/1"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_NEW_MEMBER_ATTR = (stat.S_IFREG | 0o644) << 16
+_CHUNK = 1 << 20
+# Only the top-level dist-info folder is the wheel's metadata; a package may ship files
+# named RECORD elsewhere, and those are content.
+_METADATA_FILE = re.compile(r"[^/]+\.dist-info/(RECORD|" + re.escape(MANIFEST_NAME) + r")")
+# What reading a damaged archive can raise besides BadZipFile.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError)
+
+
+def _open(wheel: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(wheel)
+    except FileNotFoundError:
+        raise InputError("wheel not found", file=wheel) from None
+    except OSError as exc:
+        raise InputError(f"cannot read wheel: {exc.strerror}", file=wheel) from None
+    except _ZIP_ERRORS as exc:
+        raise InputError(f"not a valid wheel archive: {exc}", file=wheel) from None
+
+
+def _dist_info(zf: zipfile.ZipFile, wheel: Path) -> str:
+    """The ``<name>-<version>.dist-info`` folder holding the wheel's RECORD."""
+    folders = sorted(
+        {
+            info.filename.split("/", 1)[0]
+            for info in zf.infolist()
+            if re.fullmatch(r"[^/]+\.dist-info/RECORD", info.filename)
+        }
+    )
+    if len(folders) != 1:
+        found = ", ".join(folders) or "none"
+        raise InputError(
+            f"wheel must have exactly one *.dist-info/RECORD (found {found})", file=wheel
+        )
+    return folders[0]
+
+
+def _check_unique(zf: zipfile.ZipFile, wheel: Path) -> None:
+    seen: set[str] = set()
+    for info in zf.infolist():
+        if info.filename in seen:
+            raise InputError(f"wheel has duplicate member {info.filename!r}", file=wheel)
+        seen.add(info.filename)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return "sha256=" + digest.decode("ascii")
+
+
+def _manifest_date_time() -> tuple[int, int, int, int, int, int]:
+    """Zip timestamp for the new member: SOURCE_DATE_EPOCH if set, else 1980-01-01."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH")
+    if raw is None or raw.strip() == "":
+        return _ZIP_EPOCH
+    try:
+        epoch = int(raw)
+    except ValueError:
+        raise InputError(f"SOURCE_DATE_EPOCH must be an integer, got {raw!r}") from None
+    # Zip dates cannot express anything before 1980 (or after 2107).
+    epoch = max(epoch, 315532800)
+    epoch = min(epoch, 4354819198)
+    tm = time.gmtime(epoch)
+    return (tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
+
+
+def _rewrite_record(record: bytes, dist_info: str, manifest_json: bytes, wheel: Path) -> bytes:
+    record_path = f"{dist_info}/RECORD"
+    manifest_path = f"{dist_info}/{MANIFEST_NAME}"
+    try:
+        rows = list(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{record_path} is unreadable: {exc}", file=wheel) from None
+    kept = [row for row in rows if row and row[0] not in {record_path, manifest_path}]
+    kept.append([manifest_path, _record_hash(manifest_json), str(len(manifest_json))])
+    kept.append([record_path, "", ""])
+    out = io.StringIO(newline="")
+    csv.writer(out, lineterminator="\n").writerows(kept)
+    return out.getvalue().encode("utf-8")
+
+
+def embed_manifest(wheel: Path, manifest_json: bytes, dest_dir: Path) -> Path:
+    """Write ``wheel`` into ``dest_dir`` (same file name) with the manifest embedded.
+
+    Adds ``<dist-info>/buildprint.json`` (replacing an earlier one) just before RECORD and
+    updates RECORD. The output is a function of the input wheel and manifest only: members
+    keep their order, dates and attributes; the new member gets SOURCE_DATE_EPOCH (or
+    1980-01-01) and mode 0644. The file appears atomically.
+    """
+    wheel = Path(wheel)
+    dest_dir = Path(dest_dir)
+    try:
+        parsed = json.loads(manifest_json.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"manifest is not UTF-8 JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InputError("manifest must be a JSON object")
+    _manifest_date_time()  # a bad SOURCE_DATE_EPOCH fails before anything is written
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / wheel.name
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{wheel.name}.", suffix=".tmp", dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            with _open(wheel) as src, zipfile.ZipFile(raw, "w") as out:
+                _check_unique(src, wheel)
+                dist_info = _dist_info(src, wheel)
+                try:
+                    _copy_with_manifest(src, out, dist_info, manifest_json, wheel)
+                except _ZIP_ERRORS as exc:
+                    raise InputError(f"damaged wheel archive: {exc}", file=wheel) from None
+                except OSError as exc:
+                    raise InputError(f"cannot rewrite wheel: {exc}", file=wheel) from None
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return dest
+
+
+def _copy_with_manifest(
+    src: zipfile.ZipFile,
+    out: zipfile.ZipFile,
+    dist_info: str,
+    manifest_json: bytes,
+    wheel: Path,
+) -> None:
+    record_path = f"{dist_info}/RECORD"
+    manifest_path = f"{dist_info}/{MANIFEST_NAME}"
+    for info in src.infolist():
+        if info.filename == manifest_path:
+            continue  # replaced: the new one goes just before RECORD
+        if info.filename == record_path:
+            manifest = _same_as(info, manifest_path)
+            manifest.date_time = _manifest_date_time()
+            # Fixed creator, mode and compression: the host must not leak into the bytes.
+            manifest.create_system = 3
+            manifest.external_attr = _NEW_MEMBER_ATTR
+            manifest.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(manifest, manifest_json)
+            record = _rewrite_record(src.read(info), dist_info, manifest_json, wheel)
+            out.writestr(_same_as(info, record_path), record)
+            continue
+        _copy_member(src, out, info)
+
+
+def _same_as(info: zipfile.ZipInfo, name: str) -> zipfile.ZipInfo:
+    """A fresh header for ``name`` with the date, creator, mode and compression of ``info``.
+
+    Extra fields (extended timestamps, zip64 sizes) are dropped: they are rewritten or
+    irrelevant, and keeping them would tie the output to the tool that made the input.
+    """
+    new = zipfile.ZipInfo(name, date_time=info.date_time)
+    new.create_system = info.create_system
+    new.external_attr = info.external_attr
+    new.compress_type = info.compress_type
+    return new
+
+
+def _copy_member(src: zipfile.ZipFile, out: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    new = _same_as(info, info.filename)
+    if info.is_dir():
+        out.writestr(new, b"")
+        return
+    new.file_size = info.file_size  # lets zipfile pick zip64 up front for huge members
+    # Streamed so a multi-gigabyte member never sits in memory.
+    with src.open(info) as reader, out.open(new, "w") as writer:
+        shutil.copyfileobj(reader, writer, _CHUNK)
+
+
+def read_manifest(wheel: Path) -> bytes | None:
+    """The embedded ``buildprint.json`` bytes, or None if the wheel has none."""
+    wheel = Path(wheel)
+    with _open(wheel) as zf:
+        dist_info = _dist_info(zf, wheel)
+        try:
+            return zf.read(f"{dist_info}/{MANIFEST_NAME}")
+        except KeyError:
+            return None
+        except _ZIP_ERRORS as exc:
+            raise InputError(f"damaged wheel archive: {exc}", file=wheel) from None
+
+
+def artifact_digest(wheel: Path) -> str:
+    """Canonical digest of what the wheel installs, for ``artifact``-mode dependents.
+
+    Hashes the sorted (archive path, content sha256, exec bit) of every file, leaving out
+    ``*.dist-info/buildprint.json`` and ``*.dist-info/RECORD`` — RECORD only repeats the
+    other hashes plus the manifest's — so embedding a manifest never changes the digest,
+    nor do zip timestamps, member order or compression.
+    """
+    wheel = Path(wheel)
+    entries: list[list[str | bool]] = []
+    with _open(wheel) as zf:
+        _check_unique(zf, wheel)
+        _dist_info(zf, wheel)
+        try:
+            for info in zf.infolist():
+                if info.is_dir() or _METADATA_FILE.fullmatch(info.filename):
+                    continue
+                hasher = hashlib.sha256()
+                with zf.open(info) as reader:
+                    while chunk := reader.read(_CHUNK):
+                        hasher.update(chunk)
+                executable = bool((info.external_attr >> 16) & 0o111)
+                entries.append([info.filename, hasher.hexdigest(), executable])
+        except _ZIP_ERRORS as exc:
+            raise InputError(f"damaged wheel archive: {exc}", file=wheel) from None
+    entries.sort()
+    return digest_value({"scheme": _DIGEST_SCHEME, "files": entries})

@@ -1,0 +1,594 @@
+"""The embedded local store: content-addressed blobs, action-cache records, a SQLite index."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TypeVar
+
+from packaging.utils import canonicalize_name
+
+from buildprint.errors import StoreError
+from buildprint.store.record import ActionRecord, is_digest
+
+__all__ = ["IndexEntry", "LocalStore"]
+
+log = logging.getLogger("buildprint.store")
+
+_T = TypeVar("_T")
+
+_CHUNK = 1 << 20
+_INDEX_SCHEMA = 1
+#: Temp files of other hosts (shared folders) cannot be checked for a live owner; after this
+#: long they are taken to be abandoned.
+_STALE_TMP_SECONDS = 24 * 3600
+_HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of the index: enough to rank candidates without reading record files."""
+
+    signature: str
+    name: str
+    version: str
+    created: str
+    components: dict[str, str]
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is only durable once the directory entry is flushed too.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalStore:
+    """A store rooted at ``root``; safe for several threads and processes at once.
+
+    Layout: ``cas/<2 hex>/<64 hex>`` blobs, ``ac/<signature>.json`` records,
+    ``index.sqlite`` (derived, rebuilt from ``ac/`` when missing or corrupt),
+    ``tmp/`` for in-flight writes. The files are the truth; the index only speeds up
+    queries by name.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.cas_dir = self.root / "cas"
+        self.ac_dir = self.root / "ac"
+        self.tmp_dir = self.root / "tmp"
+        self.index_path = self.root / "index.sqlite"
+        try:
+            for folder in (self.cas_dir, self.ac_dir, self.tmp_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store: {exc}", file=self.root) from None
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._reconciled = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every index connection this object opened (in any thread)."""
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- paths -----------------------------------------------------------------------
+
+    def _blob_file(self, digest: str) -> Path:
+        if not is_digest(digest):
+            raise StoreError(f"{digest!r} is not a sha256 hex digest", file=self.root)
+        return self.cas_dir / digest[:2] / digest
+
+    def _record_file(self, signature: str) -> Path:
+        if not is_digest(signature):
+            raise StoreError(f"{signature!r} is not a signature", file=self.root)
+        return self.ac_dir / f"{signature}.json"
+
+    def _new_tmp(self) -> tuple[Path, IO[bytes]]:
+        # The name carries host and pid so gc can tell a crashed writer from a live one.
+        name = f"{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        path = self.tmp_dir / name
+        try:
+            handle = open(path, "xb")  # noqa: SIM115 - closed by the callers
+        except FileNotFoundError:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "xb")  # noqa: SIM115
+        return path, handle
+
+    # -- blobs -----------------------------------------------------------------------
+
+    def _commit_blob(self, tmp: Path, digest: str) -> None:
+        dest = self._blob_file(digest)
+        if dest.exists():
+            # Already stored: keep the existing bytes and refresh its age so a concurrent
+            # gc with a grace period does not take it while a record is being written.
+            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.utime(dest)
+            return
+        dest.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+
+    def _write_blob(self, chunks: Iterable[bytes]) -> str:
+        tmp, handle = self._new_tmp()
+        try:
+            hasher = hashlib.sha256()
+            with handle:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest = hasher.hexdigest()
+            self._commit_blob(tmp, digest)
+            return digest
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_blob(self, path: Path) -> str:
+        """Copy the file at ``path`` into the CAS (hashing while copying); return its digest."""
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise StoreError(f"cannot read blob source: {exc.strerror}", file=path) from None
+        with source:
+            return self._write_blob(iter(lambda: source.read(_CHUNK), b""))
+
+    def put_blob_bytes(self, data: bytes) -> str:
+        """Store ``data`` in the CAS; return its digest."""
+        return self._write_blob([data])
+
+    def blob_path(self, digest: str) -> Path | None:
+        """Path of the stored blob, or None if absent. Read it only; never modify it."""
+        path = self._blob_file(digest)
+        return path if path.is_file() else None
+
+    def has_blob(self, digest: str) -> bool:
+        """True if the blob is present (a stat; content is checked by ``verify``)."""
+        return self._blob_file(digest).is_file()
+
+    # -- records ---------------------------------------------------------------------
+
+    def has_record(self, signature: str) -> bool:
+        """True if a record file exists for ``signature`` (one stat; no validation)."""
+        return self._record_file(signature).is_file()
+
+    def put_record(self, record: ActionRecord) -> None:
+        """Store ``record``; every artifact blob must already be present with its size.
+
+        The record file is written last, atomically, so a process killed at any instant
+        leaves either no record or a complete one. A record for the same signature is
+        replaced (last writer wins); the index is then made to match the file on disk.
+        """
+        for artifact in record.artifacts:
+            blob = self._blob_file(artifact.sha256)
+            try:
+                size = blob.stat().st_size
+            except FileNotFoundError:
+                raise StoreError(
+                    f"record {record.signature}: blob {artifact.sha256} "
+                    f"({artifact.filename}) is not in the store",
+                    file=self.root,
+                ) from None
+            if size != artifact.size:
+                raise StoreError(
+                    f"record {record.signature}: blob {artifact.sha256} has {size} bytes, "
+                    f"record says {artifact.size}",
+                    file=self.root,
+                )
+        dest = self._record_file(record.signature)
+        tmp, handle = self._new_tmp()
+        try:
+            with handle:
+                handle.write(record.to_bytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._index_from_file(record.signature)
+
+    def _load_record(self, signature: str) -> tuple[ActionRecord | None, str | None]:
+        """Read and check one record: (record, None), (None, problem) or (None, None) if absent."""
+        path = self._record_file(signature)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"{path}: unreadable record: {exc.strerror}"
+        try:
+            record = ActionRecord.from_bytes(data)
+        except StoreError as exc:
+            return None, f"{path}: corrupt record: {exc.message}"
+        if record.signature != signature:
+            return None, f"{path}: record is for signature {record.signature}"
+        for artifact in record.artifacts:
+            blob = self._blob_file(artifact.sha256)
+            try:
+                size = blob.stat().st_size
+            except FileNotFoundError:
+                return None, f"{path}: blob {artifact.sha256} ({artifact.filename}) is missing"
+            if size != artifact.size:
+                return None, (
+                    f"{path}: blob {artifact.sha256} ({artifact.filename}) has {size} bytes, "
+                    f"record says {artifact.size}"
+                )
+        return record, None
+
+    def get_record(self, signature: str) -> ActionRecord | None:
+        """The valid record for ``signature``, or None.
+
+        A corrupt record or one whose blobs are gone is reported with ``logging.warning``
+        and treated as absent; blobs are checked by stat (presence and size), not rehashed.
+        """
+        record, problem = self._load_record(signature)
+        if problem is not None:
+            log.warning("ignoring store entry: %s", problem)
+        return record
+
+    def get_records(self, signatures: Iterable[str]) -> dict[str, ActionRecord]:
+        """Valid records for the given signatures, keyed by signature (absent ones left out)."""
+        found: dict[str, ActionRecord] = {}
+        for signature in dict.fromkeys(signatures):
+            record = self.get_record(signature)
+            if record is not None:
+                found[signature] = record
+        return found
+
+    def _record_signatures(self) -> list[str]:
+        out: list[str] = []
+        try:
+            entries = os.scandir(self.ac_dir)
+        except FileNotFoundError:
+            return out
+        with entries:
+            for entry in entries:
+                stem, dot, ext = entry.name.rpartition(".")
+                if dot and ext == "json" and is_digest(stem):
+                    out.append(stem)
+        out.sort()
+        return out
+
+    def records(self) -> Iterator[ActionRecord]:
+        """Every valid record, in signature order (invalid ones are warned about and skipped)."""
+        for signature in self._record_signatures():
+            record = self.get_record(signature)
+            if record is not None:
+                yield record
+
+    def remove_record(self, signature: str) -> bool:
+        """Delete the record (blobs stay until ``gc``); return True if there was one."""
+        path = self._record_file(signature)
+        try:
+            path.unlink()
+            existed = True
+        except FileNotFoundError:
+            existed = False
+        self._index_from_file(signature)
+        return existed
+
+    def find(self, name: str, version: str | None = None) -> list[ActionRecord]:
+        """Valid records for ``name`` (PEP 503-normalized), optionally one version; newest first."""
+        entries = self.index_entries(name, version)
+        records = self.get_records(entry.signature for entry in entries)
+        stale = [entry.signature for entry in entries if entry.signature not in records]
+        if stale:
+            # Files are the truth: rows whose record vanished are dropped from the index.
+            for signature in stale:
+                if not self.has_record(signature):
+                    self._index_from_file(signature)
+        return [records[entry.signature] for entry in entries if entry.signature in records]
+
+    def index_entries(self, name: str, version: str | None = None) -> list[IndexEntry]:
+        """Index rows for ``name`` (newest first), for ranking without reading records."""
+        query = "SELECT signature, name, version, created, components FROM records WHERE name = ?"
+        params: list[str] = [canonicalize_name(name)]
+        if version is not None:
+            query += " AND version = ?"
+            params.append(version)
+        query += " ORDER BY created DESC, signature"
+        rows = self._run(lambda: self._index().execute(query, params).fetchall())
+        return [
+            IndexEntry(
+                signature=row[0],
+                name=row[1],
+                version=row[2],
+                created=row[3],
+                components=json.loads(row[4]),
+            )
+            for row in rows
+        ]
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def _tmp_files(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.tmp_dir.iterdir() if p.is_file())
+        except FileNotFoundError:
+            return []
+
+    def _tmp_abandoned(self, path: Path) -> bool:
+        """True if no live writer can still own this temp file."""
+        parts = path.name.split(".")
+        if len(parts) == 4 and parts[0] == _HOST and parts[1].isdigit():
+            pid = int(parts[1])
+            if pid != os.getpid():
+                return not _pid_alive(pid)
+            return False
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return age > _STALE_TMP_SECONDS
+
+    def _blob_digests(self) -> list[str]:
+        out: list[str] = []
+        try:
+            shards = sorted(os.scandir(self.cas_dir), key=lambda e: e.name)
+        except FileNotFoundError:
+            return out
+        for shard in shards:
+            if not shard.is_dir():
+                continue
+            with os.scandir(shard.path) as entries:
+                out.extend(e.name for e in entries if is_digest(e.name))
+        out.sort()
+        return out
+
+    def verify(self) -> list[str]:
+        """Rehash everything; return problems (empty when the store is sound).
+
+        Reports blobs whose bytes no longer match their digest, records that are corrupt
+        or point to missing blobs, and temp files left by interrupted writes.
+        """
+        problems: list[str] = []
+        bad_blobs: set[str] = set()
+        for digest in self._blob_digests():
+            path = self.cas_dir / digest[:2] / digest
+            hasher = hashlib.sha256()
+            try:
+                with open(path, "rb") as handle:
+                    while chunk := handle.read(_CHUNK):
+                        hasher.update(chunk)
+            except OSError as exc:
+                problems.append(f"{path}: unreadable blob: {exc.strerror}")
+                bad_blobs.add(digest)
+                continue
+            if hasher.hexdigest() != digest:
+                problems.append(f"{path}: blob content does not match its digest")
+                bad_blobs.add(digest)
+        for signature in self._record_signatures():
+            record, problem = self._load_record(signature)
+            if problem is not None:
+                problems.append(problem)
+                continue
+            assert record is not None
+            for artifact in record.artifacts:
+                if artifact.sha256 in bad_blobs:
+                    problems.append(
+                        f"{self._record_file(signature)}: blob {artifact.sha256} "
+                        f"({artifact.filename}) is damaged"
+                    )
+        for tmp in self._tmp_files():
+            problems.append(f"{tmp}: stray temp file from an interrupted write")
+        return problems
+
+    def gc(self, keep: set[str], *, grace_seconds: float = 0.0) -> int:
+        """Drop records not in ``keep``, blobs no kept record uses, abandoned temp files.
+
+        Returns the number of files removed. Blobs younger than ``grace_seconds`` are kept,
+        so a concurrent writer between ``put_blob`` and ``put_record`` is not robbed; temp
+        files are removed only when their writer is gone.
+        """
+        removed = 0
+        referenced: set[str] = set()
+        for signature in self._record_signatures():
+            if signature not in keep:
+                if self.remove_record(signature):
+                    removed += 1
+                continue
+            record, _problem = self._load_record(signature)
+            if record is None:
+                # A corrupt or blob-less record can never be served; drop it as well.
+                if self.remove_record(signature):
+                    removed += 1
+                continue
+            referenced.update(artifact.sha256 for artifact in record.artifacts)
+        now = time.time()
+        for digest in self._blob_digests():
+            if digest in referenced:
+                continue
+            path = self.cas_dir / digest[:2] / digest
+            try:
+                if grace_seconds > 0 and now - path.stat().st_mtime < grace_seconds:
+                    continue
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+        for tmp in self._tmp_files():
+            if self._tmp_abandoned(tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                    removed += 1
+        return removed
+
+    # -- index -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.index_path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS records ("
+            " signature TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,"
+            " created TEXT NOT NULL, components TEXT NOT NULL)"
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS records_name ON records (name, version)")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        # Cheap integrity probe: a damaged file usually fails here rather than later.
+        conn.execute("SELECT count(*) FROM records").fetchone()
+        return conn
+
+    def _discard_index(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.index_path}{suffix}")
+
+    def _index(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            log.warning("store index %s is unusable (%s); rebuilding it", self.index_path, exc)
+            self._discard_index()
+            try:
+                conn = self._connect()
+            except sqlite3.DatabaseError as exc2:
+                raise StoreError(f"cannot open index: {exc2}", file=self.index_path) from None
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+            need_reconcile = not self._reconciled
+            self._reconciled = True
+        if need_reconcile:
+            self._reconcile(conn)
+        return conn
+
+    def _run(self, action: Callable[[], _T]) -> _T:
+        try:
+            return action()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise StoreError(f"index is busy: {exc}", file=self.index_path) from None
+            # Corruption found mid-use: the index is derived, so rebuild and retry once.
+            log.warning("store index %s failed (%s); rebuilding it", self.index_path, exc)
+            self.close()
+            self._discard_index()
+            with self._lock:
+                self._reconciled = False
+            try:
+                return action()
+            except sqlite3.DatabaseError as exc2:
+                raise StoreError(
+                    f"index failed after rebuild: {exc2}", file=self.index_path
+                ) from None
+
+    def _reconcile(self, conn: sqlite3.Connection) -> None:
+        """Make the index match ``ac/``: add records it lacks, drop rows whose file is gone.
+
+        Runs once per store object; it is what makes a deleted or stale index harmless
+        (a process killed between writing a record and indexing it is caught here).
+        """
+        on_disk = set(self._record_signatures())
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            indexed = {row[0] for row in conn.execute("SELECT signature FROM records")}
+            for signature in indexed - on_disk:
+                conn.execute("DELETE FROM records WHERE signature = ?", (signature,))
+            for signature in on_disk - indexed:
+                self._upsert_from_file(conn, signature)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
+                (str(_INDEX_SCHEMA),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _upsert_from_file(self, conn: sqlite3.Connection, signature: str) -> None:
+        path = self._record_file(signature)
+        try:
+            record = ActionRecord.from_bytes(path.read_bytes())
+        except FileNotFoundError:
+            conn.execute("DELETE FROM records WHERE signature = ?", (signature,))
+            return
+        except (OSError, StoreError) as exc:
+            log.warning("not indexing %s: %s", path, exc)
+            conn.execute("DELETE FROM records WHERE signature = ?", (signature,))
+            return
+        conn.execute(
+            "INSERT OR REPLACE INTO records (signature, name, version, created, components)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                signature,
+                canonicalize_name(record.name),
+                record.version,
+                record.created,
+                json.dumps(record.component_digests(), sort_keys=True),
+            ),
+        )
+
+    def _index_from_file(self, signature: str) -> None:
+        """Set the index row of ``signature`` from its record file, under the write lock.
+
+        Reading the file inside the exclusive transaction means the last indexer sees the
+        last file written, so concurrent writers of one signature leave index and file equal.
+        """
+
+        def action() -> None:
+            conn = self._index()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._upsert_from_file(conn, signature)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        self._run(action)
