@@ -15,7 +15,7 @@ __all__ = ["CanonicalValue", "canonical_bytes", "digest_bytes", "digest_value", 
 
 #: What a component value may be: JSON without floats.
 CanonicalValue: TypeAlias = (
-    None | bool | int | str | list["CanonicalValue"] | dict[str, "CanonicalValue"]
+    bool | int | str | list["CanonicalValue"] | dict[str, "CanonicalValue"] | None
 )
 
 

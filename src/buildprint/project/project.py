@@ -1,0 +1,116 @@
+"""A project folder: settings, per-package settings, patches, plugins and requirements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from buildprint.errors import InputError
+from buildprint.project.settings import PackageSettings, ProjectSettings, load_settings
+
+__all__ = ["PROJECT_FILE", "Project", "parse_requirement", "read_requirements"]
+
+PROJECT_FILE = "buildprint.toml"
+
+
+def parse_requirement(
+    text: str, *, file: str | Path | None = None, line: int | None = None
+) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement as exc:
+        raise InputError(f"invalid requirement {text!r}: {exc}", file=file, line=line) from None
+
+
+def read_requirements(path: Path) -> list[Requirement]:
+    """Requirements, one per line; ``#`` comments; ``-r other.txt`` includes."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read requirements: {exc.strerror}", file=path) from None
+    found: list[Requirement] = []
+    for number, raw in enumerate(lines, start=1):
+        text = raw.split(" #", 1)[0].strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith(("-r ", "--requirement ")):
+            found.extend(read_requirements(path.parent / text.split(None, 1)[1]))
+            continue
+        if text.startswith("-"):
+            raise InputError(f"unsupported option {text!r}", file=path, line=number)
+        found.append(parse_requirement(text, file=path, line=number))
+    return found
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project. Paths in settings are relative to ``root``."""
+
+    root: Path
+    settings: ProjectSettings
+    _package_settings: dict[str, PackageSettings] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def load(cls, root: Path) -> Project:
+        root = root.resolve()
+        if not root.is_dir():
+            raise InputError("project folder does not exist", file=root)
+        file = root / PROJECT_FILE
+        settings = (
+            load_settings(file, ProjectSettings)
+            if file.exists()
+            else ProjectSettings.model_validate({})
+        )
+        return cls(root, settings)
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / self.settings.project.store
+
+    @property
+    def wheelhouse_dir(self) -> Path:
+        return self.root / self.settings.project.wheelhouse
+
+    @property
+    def patches_dir(self) -> Path:
+        return self.root / "patches"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "buildprint.lock"
+
+    def settings_file(self, name: str) -> Path:
+        return self.root / "packages" / f"{canonicalize_name(name)}.toml"
+
+    def package_settings(self, name: str) -> PackageSettings:
+        """Settings of ``name`` (``packages/<name>.toml``; any spelling of the name)."""
+        key = canonicalize_name(name)
+        if key not in self._package_settings:
+            self._package_settings[key] = self._load_package_settings(key)
+        return self._package_settings[key]
+
+    def _load_package_settings(self, key: str) -> PackageSettings:
+        folder = self.root / "packages"
+        if folder.is_dir():
+            for file in folder.glob("*.toml"):
+                if canonicalize_name(file.stem) == key:
+                    return load_settings(file, PackageSettings)
+        return PackageSettings.model_validate({})
+
+    def requirements(self) -> list[Requirement]:
+        file = self.root / self.settings.project.requirements
+        if not file.exists():
+            return []
+        return read_requirements(file)
+
+    def validate(self) -> None:
+        """Load every package settings file, so a mistake anywhere is found before building."""
+        folder = self.root / "packages"
+        if folder.is_dir():
+            for file in sorted(folder.glob("*.toml")):
+                self.package_settings(file.stem)

@@ -1,0 +1,164 @@
+"""Validated settings: ``buildprint.toml`` and ``packages/<name>.toml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from buildprint.errors import InputError, PolicyError
+from buildprint.project.toml import line_of, read_toml
+from buildprint.signature.policy import DepMode, Policy, VersionGranularity
+
+__all__ = [
+    "PackageSettings",
+    "ProjectSettings",
+    "RemoteSettings",
+    "SourceSpec",
+    "load_settings",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ProjectTable(_Strict):
+    index_url: str | None = Field(None, alias="index-url")
+    find_links: list[str] = Field(default_factory=list, alias="find-links")
+    requirements: str = "requirements.txt"
+    wheelhouse: str = "wheelhouse"
+    store: str = ".buildprint"
+    python: str | None = None  # interpreter builds run with; default: the one running buildprint
+
+
+class SignatureTable(_Strict):
+    host_hook: str | None = Field(None, alias="host-hook")
+    env_pass_through: list[str] = Field(default_factory=list, alias="env-pass-through")
+
+    @field_validator("host_hook")
+    @classmethod
+    def _module_colon_function(cls, value: str | None) -> str | None:
+        if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+            raise ValueError("must be 'module:function'")
+        return value
+
+
+class RemoteSettings(_Strict):
+    url: str
+    read: bool = True
+    write: bool = False
+    trusted_keys: list[str] = Field(default_factory=list, alias="trusted-keys")
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _ed25519(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key.startswith("ed25519:"):
+                raise ValueError(f"{key!r} is not 'ed25519:<base64>'")
+        return value
+
+
+class ProjectSettings(_Strict):
+    """``buildprint.toml``."""
+
+    project: ProjectTable = Field(default_factory=lambda: ProjectTable.model_validate({}))
+    signature: SignatureTable = Field(default_factory=lambda: SignatureTable.model_validate({}))
+    remote: list[RemoteSettings] = Field(default_factory=list)
+
+
+class SourceSpec(_Strict):
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = value.removeprefix("sha256:").lower()
+            if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+                raise ValueError("must be 64 hex digits")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of 'path' or 'url'")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("a 'url' source needs its 'sha256'")
+
+
+class PolicyTable(_Strict):
+    clear: bool = False
+    remove: list[str] = Field(default_factory=list)
+    version: VersionGranularity | None = None
+    configs: list[str] | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+    deps: dict[str, DepMode] = Field(default_factory=dict)
+
+    def policy(self) -> Policy:
+        return Policy(
+            clear=self.clear,
+            remove=tuple(self.remove),
+            version=self.version,
+            configs=None if self.configs is None else tuple(self.configs),
+            extra=dict(self.extra),
+            deps=dict(self.deps),
+        )
+
+
+class PackageSettings(_Strict):
+    """``packages/<name>.toml``: every key optional."""
+
+    source: SourceSpec | None = None
+    plugin: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    config_settings: dict[str, str | list[str]] = Field(
+        default_factory=dict, alias="config-settings"
+    )
+    configs: dict[str, str] = Field(default_factory=dict)
+    reuse: Literal["signature", "version"] = "signature"
+    rebuild: int = Field(0, ge=0)
+    signature: PolicyTable = Field(default_factory=lambda: PolicyTable.model_validate({}))
+
+    def build_settings(self) -> dict[str, Any]:
+        """What goes into the ``settings`` component: the settings that change how the build
+        runs and are not already covered by a component of their own (source, env, plugin,
+        configs, rebuild, policy) or irrelevant to the output (reuse)."""
+        return {"config-settings": dict(self.config_settings)}
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message}"
+
+
+def load_settings(path: Path, model: type[_Model]) -> _Model:
+    """Read and validate ``path``; the first problem is reported with its line."""
+    data, text = read_toml(path)
+    try:
+        settings = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        error = (
+            PolicyError
+            if first["loc"][:1] == ("signature",) and model is PackageSettings
+            else InputError
+        )
+        raise error(_describe(first), file=path, line=line_of(text, first["loc"])) from None
+    if isinstance(settings, PackageSettings):
+        try:
+            settings.signature.policy()
+        except PolicyError as exc:
+            key = exc.message.split(":", 1)[0].split(".")
+            raise PolicyError(
+                exc.message, file=path, line=line_of(text, ["signature", *key])
+            ) from None
+    return settings
