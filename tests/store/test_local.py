@@ -1,0 +1,405 @@
+"""The local store on real files: round trips, crashes, concurrent writers, index rebuilds."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from buildprint.errors import StoreError
+from buildprint.signature.canonical import digest_bytes
+from buildprint.store.local import LocalStore
+from buildprint.store.record import ActionRecord, Artifact
+
+
+def _sig(text: str) -> str:
+    return digest_bytes(text.encode())
+
+
+def _record(
+    store: LocalStore,
+    signature: str,
+    data: bytes,
+    *,
+    name: str = "Alpha_Pkg",
+    version: str = "1.0",
+    created: str = "2024-01-01T00:00:00Z",
+) -> ActionRecord:
+    digest = store.put_blob_bytes(data)
+    record = ActionRecord(
+        signature=signature,
+        name=name,
+        version=version,
+        manifest={
+            "signature": signature,
+            "components": {"source": {"digest": _sig("src" + signature), "value": None}},
+        },
+        artifacts=(Artifact(f"{name}-{version}-py3-none-any.whl", digest, len(data), _sig("c")),),
+        created=created,
+    )
+    store.put_record(record)
+    return record
+
+
+def _child(code: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_blob_and_record_round_trip(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    source = tmp_path / "alpha-1.0-py3-none-any.whl"
+    source.write_bytes(b"wheel bytes" * 1000)
+    digest = store.put_blob(source)
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert store.put_blob(source) == digest  # idempotent
+    path = store.blob_path(digest)
+    assert path == tmp_path / "store" / "cas" / digest[:2] / digest
+    assert path.read_bytes() == source.read_bytes()
+    assert store.has_blob(digest)
+    assert store.blob_path(_sig("absent")) is None
+
+    record = ActionRecord(
+        signature=_sig("alpha"),
+        name="Alpha",
+        version="1.0",
+        manifest={"signature": _sig("alpha"), "components": {}},
+        artifacts=(Artifact(source.name, digest, source.stat().st_size, _sig("content")),),
+    )
+    assert not store.has_record(record.signature)
+    store.put_record(record)
+    assert store.has_record(record.signature)
+    assert (tmp_path / "store" / "ac" / f"{record.signature}.json").read_bytes() == (
+        record.to_bytes()
+    )
+    assert store.get_record(record.signature) == record
+    assert store.find("alpha") == [record]
+    assert list(store.records()) == [record]
+    assert store.verify() == []
+
+    # A second object (as another process would) sees the same.
+    assert LocalStore(tmp_path / "store").get_record(record.signature) == record
+
+
+def test_put_record_refuses_missing_or_short_blobs(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    digest = store.put_blob_bytes(b"12345")
+    missing = ActionRecord(_sig("a"), "a", "1", {}, (Artifact("a.whl", _sig("x"), 5, _sig("c")),))
+    with pytest.raises(StoreError, match="not in the store"):
+        store.put_record(missing)
+    wrong_size = ActionRecord(_sig("a"), "a", "1", {}, (Artifact("a.whl", digest, 6, _sig("c")),))
+    with pytest.raises(StoreError, match="6"):
+        store.put_record(wrong_size)
+    assert not store.has_record(_sig("a"))
+    assert store.find("a") == []
+
+
+def test_malformed_record_bytes_raise_store_error() -> None:
+    good = ActionRecord(_sig("a"), "a", "1", {}, (Artifact("a.whl", _sig("b"), 1, _sig("c")),))
+    assert ActionRecord.from_bytes(good.to_bytes()) == good
+    for bad in (
+        b"\xff\xfe",
+        b"[]",
+        b"{}",
+        good.to_bytes().replace(b'"size":1', b'"size":"1"'),
+        good.to_bytes().replace(_sig("b").encode(), b"../../etc/passwd"),
+        good.to_bytes().replace(b'"filename":"a.whl"', b'"filename":"../a.whl"'),
+    ):
+        with pytest.raises(StoreError):
+            ActionRecord.from_bytes(bad)
+
+
+def test_find_normalizes_names_and_orders_newest_first(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    old = _record(store, _sig("1"), b"one", created="2024-01-01T00:00:00Z")
+    new = _record(store, _sig("2"), b"two", created="2024-06-01T00:00:00Z")
+    other = _record(store, _sig("3"), b"three", version="2.0", created="2023-01-01T00:00:00Z")
+    _record(store, _sig("4"), b"four", name="beta")
+    assert store.find("alpha.pkg") == [new, old, other]
+    assert store.find("ALPHA-pkg", "1.0") == [new, old]
+    entries = store.index_entries("alpha_pkg", "2.0")
+    assert [e.signature for e in entries] == [other.signature]
+    assert entries[0].components == other.component_digests()
+
+
+def test_batch_lookup_of_a_thousand_signatures_is_fast(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    digest = store.put_blob_bytes(b"shared wheel")
+    sigs = [_sig(str(i)) for i in range(1000)]
+    artifact = Artifact("p-1-py3-none-any.whl", digest, 12, _sig("c"))
+    for sig in sigs:
+        store.put_record(ActionRecord(sig, f"p{len(sig) % 7}", "1", {}, (artifact,)))
+    fresh = LocalStore(tmp_path)
+    start = time.perf_counter()
+    assert all(fresh.has_record(sig) for sig in sigs)
+    found = fresh.get_records([*sigs, _sig("absent")])
+    elapsed = time.perf_counter() - start
+    assert len(found) == 1000
+    assert elapsed < 0.5, f"1000 lookups took {elapsed:.3f}s"
+
+
+def test_index_is_rebuilt_from_records_when_deleted_or_corrupt(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    record = _record(store, _sig("a"), b"a")
+    store.close()
+
+    (tmp_path / "index.sqlite").unlink()
+    assert LocalStore(tmp_path).find("alpha-pkg") == [record]
+
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp_path / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+    (tmp_path / "index.sqlite").write_bytes(b"garbage, not a database" * 100)
+    rebuilt = LocalStore(tmp_path)
+    assert rebuilt.find("alpha-pkg") == [record]
+    rebuilt.close()
+    with sqlite3.connect(tmp_path / "index.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM records").fetchone() == (1,)
+
+
+def test_index_catches_up_with_records_written_behind_its_back(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    first = _record(store, _sig("a"), b"a")
+    # A record file appearing without an index row (writer killed before indexing) ...
+    late = ActionRecord(_sig("b"), "alpha-pkg", "1.0", {}, first.artifacts, "2030-01-01T00:00:00Z")
+    (tmp_path / "ac" / f"{late.signature}.json").write_bytes(late.to_bytes())
+    # ... and one vanishing: both are reconciled by the next store opened on the folder.
+    (tmp_path / "ac" / f"{first.signature}.json").unlink()
+    assert LocalStore(tmp_path).find("alpha-pkg") == [late]
+    assert store.find("alpha-pkg") == [late]  # the index is shared by every store object
+    # A record deleted while the index is open: its row is dropped on first use.
+    (tmp_path / "ac" / f"{late.signature}.json").unlink()
+    assert store.find("alpha-pkg") == []
+    assert store.index_entries("alpha-pkg") == []
+
+
+def test_corrupt_record_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = LocalStore(tmp_path)
+    good = _record(store, _sig("good"), b"good")
+    bad = _record(store, _sig("bad"), b"bad")
+    (tmp_path / "ac" / f"{bad.signature}.json").write_bytes(b'{"format": "buildprint-rec')
+    with caplog.at_level(logging.WARNING, logger="buildprint.store"):
+        assert store.get_record(bad.signature) is None
+        assert list(store.records()) == [good]
+        assert store.find("alpha-pkg") == [good]
+    assert any("corrupt record" in message for message in caplog.messages)
+    assert any("corrupt record" in problem for problem in store.verify())
+
+
+def test_record_whose_blob_is_gone_is_never_returned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = LocalStore(tmp_path)
+    record = _record(store, _sig("a"), b"wheel")
+    blob = store.blob_path(record.artifacts[0].sha256)
+    assert blob is not None
+    blob.unlink()
+    with caplog.at_level(logging.WARNING, logger="buildprint.store"):
+        assert store.get_record(record.signature) is None
+        assert store.get_records([record.signature]) == {}
+        assert store.find("alpha-pkg") == []
+    assert any("missing" in message for message in caplog.messages)
+    assert any("missing" in problem for problem in store.verify())
+
+
+def test_verify_detects_tampered_blob(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    record = _record(store, _sig("a"), b"original bytes")
+    blob = store.blob_path(record.artifacts[0].sha256)
+    assert blob is not None
+    blob.chmod(0o644)
+    blob.write_bytes(b"tampered bytes")  # same size: only rehashing can tell
+    problems = store.verify()
+    assert any("does not match its digest" in p and str(blob) in p for p in problems)
+    assert any("damaged" in p and record.signature in p for p in problems)
+
+
+def test_gc_keeps_what_is_asked_and_removes_the_rest(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    kept = _record(store, _sig("keep"), b"kept wheel")
+    dropped = _record(store, _sig("drop"), b"dropped wheel")
+    orphan = store.put_blob_bytes(b"never recorded")
+    assert store.gc({kept.signature}) == 3  # dropped's record and blob, the orphan blob
+    assert store.get_record(kept.signature) == kept
+    assert not store.has_record(dropped.signature)
+    assert not store.has_blob(dropped.artifacts[0].sha256)
+    assert not store.has_blob(orphan)
+    assert store.find("alpha-pkg") == [kept]
+    assert store.verify() == []
+
+    young = store.put_blob_bytes(b"just written")
+    assert store.gc({kept.signature}, grace_seconds=3600) == 0
+    assert store.has_blob(young)
+
+
+def test_kill_while_writing_a_blob_leaves_only_a_stray_temp_file(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    LocalStore(root)
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    child = _child(
+        f"""
+        from pathlib import Path
+        from buildprint.store.local import LocalStore
+        LocalStore(Path({str(root)!r})).put_blob(Path({str(fifo)!r}))
+        """
+    )
+    try:
+        with open(fifo, "wb") as feed:
+            feed.write(b"x" * (4 << 20))  # the child is now copying into a temp file
+            feed.flush()
+            deadline = time.monotonic() + 20
+            while not any((root / "tmp").iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    store = LocalStore(root)
+    problems = store.verify()
+    assert problems and all("stray temp file" in p for p in problems)
+    assert list(store.records()) == []
+    assert list((root / "cas").iterdir()) == []
+    assert store.gc(set()) >= 1
+    assert store.verify() == []
+
+
+def test_kill_between_blob_and_record_leaves_no_record(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    child = _child(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from buildprint.store.local import LocalStore
+        store = LocalStore(Path({str(root)!r}))
+        print(store.put_blob_bytes(b"built wheel"), flush=True)
+        time.sleep(60)  # killed here, before put_record
+        """
+    )
+    assert child.stdout is not None
+    digest = child.stdout.readline().strip()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    store = LocalStore(root)
+    assert store.has_blob(digest)
+    assert list(store.records()) == []
+    assert store.verify() == []
+
+
+def test_kill_at_random_instants_never_leaves_an_invalid_record(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    for round_ in range(4):
+        child = _child(
+            f"""
+            from pathlib import Path
+            from buildprint.signature.canonical import digest_bytes
+            from buildprint.store.local import LocalStore
+            from buildprint.store.record import ActionRecord, Artifact
+            store = LocalStore(Path({str(root)!r}))
+            print("ready", flush=True)
+            i = 0
+            while True:
+                data = b"wheel %d %d" % ({round_}, i) * 5000
+                digest = store.put_blob_bytes(data)
+                sig = digest_bytes(b"%d %d" % ({round_}, i))
+                art = Artifact("p-1-py3-none-any.whl", digest, len(data), digest)
+                store.put_record(ActionRecord(sig, "p", "1", {{}}, (art,)))
+                i += 1
+            """
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.05 + 0.07 * round_)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    store = LocalStore(root)
+    record_files = list((root / "ac").glob("*.json"))
+    assert record_files, "the writer never got to write a record"
+    # Every record file on disk is complete and its blobs are there.
+    assert len(store.get_records(p.stem for p in record_files)) == len(record_files)
+    assert all("stray temp file" in p for p in store.verify())
+    store.gc({p.stem for p in record_files})
+    assert store.verify() == []
+    assert len(store.find("p")) == len(record_files)
+
+
+def test_concurrent_writers_of_one_signature_leave_one_consistent_entry(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    signature = _sig("contested")
+    children = [
+        _child(
+            f"""
+            from pathlib import Path
+            from buildprint.store.local import LocalStore
+            from buildprint.store.record import ActionRecord, Artifact
+            store = LocalStore(Path({str(root)!r}))
+            for i in range(25):
+                data = b"writer {n} build %d" % i
+                digest = store.put_blob_bytes(data)
+                art = Artifact("p-1-py3-none-any.whl", digest, len(data), digest)
+                created = "2024-01-01T00:00:%02dZ" % i
+                store.put_record(ActionRecord({signature!r}, "p", "1", {{}}, (art,), created))
+            print("done", flush=True)
+            """
+        )
+        for n in range(4)
+    ]
+    for child in children:
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        assert out.strip() == "done"
+    store = LocalStore(root)
+    record = store.get_record(signature)
+    assert record is not None
+    assert [p.name for p in (root / "ac").iterdir()] == [f"{signature}.json"]
+    entries = store.index_entries("p")
+    assert [(e.signature, e.created) for e in entries] == [(signature, record.created)]
+    assert store.find("p") == [record]
+    assert store.verify() == []
+
+
+def test_threads_share_one_store_object(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(20):
+                _record(store, _sig(f"{n}-{i}"), b"%d-%d" % (n, i), name=f"pkg{n}")
+                assert store.find(f"pkg{n}")
+        except BaseException as exc:  # reported to the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(len(store.find(f"pkg{n}")) for n in range(4)) == 80
+    store.close()
+    assert store.verify() == []
+
+
+def test_non_digest_keys_are_refused(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    with pytest.raises(StoreError):
+        store.blob_path("../../etc/passwd")
+    with pytest.raises(StoreError):
+        store.has_record("../escape")
