@@ -156,7 +156,11 @@ class IndexServer:
         return f"http://127.0.0.1:{self.port}/simple"
 
     def hits(self, prefix: str) -> int:
-        return sum(1 for _method, path, _auth in self.requests if path.startswith(prefix))
+        return sum(
+            1
+            for method, path, _auth in self.requests
+            if method == "GET" and path.startswith(prefix)
+        )
 
     def claimed(self, filename: str) -> str:
         return self.published.get(filename) or hashlib.sha256(self.files[filename]).hexdigest()
@@ -193,7 +197,14 @@ def _handler(server: IndexServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            server.requests.append(("GET", self.path, self.headers.get("Authorization")))
+            self.respond("GET")
+
+        def do_HEAD(self) -> None:
+            # uv probes wheels with HEAD (range support) before fetching their metadata.
+            self.respond("HEAD")
+
+        def respond(self, method: str) -> None:
+            server.requests.append((method, self.path, self.headers.get("Authorization")))
             parts = [p for p in self.path.split("?")[0].split("/") if p]
             body: bytes | None = None
             ctype = "application/octet-stream"
@@ -215,7 +226,8 @@ def _handler(server: IndexServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if method == "GET":
+                self.wfile.write(body)
 
         def files_for(self) -> Mapping[str, bytes]:
             return server.files

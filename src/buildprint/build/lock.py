@@ -1,0 +1,497 @@
+"""``buildprint.lock``: each package's build requirements resolved to exact wheels with sha256s."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.tags import Tag, compatible_tags, cpython_tags, sys_tags
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from buildprint.build.index import (
+    INDEX_SETTINGS_HINT,
+    PackageIndex,
+    local_path,
+    redact_url,
+    scrub_credentials,
+)
+from buildprint.errors import InputError
+
+__all__ = [
+    "LOCK_FILENAME",
+    "LOCK_FORMAT_VERSION",
+    "Lock",
+    "LockedBuildDeps",
+    "PinnedWheel",
+    "dumps_lock",
+    "load_lock",
+    "loads_lock",
+    "resolve",
+    "save_lock",
+    "tags_for",
+    "update_lock",
+    "uv_index_args",
+]
+
+LOCK_FILENAME = "buildprint.lock"
+#: Bump when the file layout changes; older readers refuse newer files instead of guessing.
+LOCK_FORMAT_VERSION = 1
+
+_HEADER = (
+    "# buildprint.lock: pinned build dependencies, written by `buildprint lock`.\n"
+    "# Each [packages.<name>] holds the build requirements as declared and the exact wheels\n"
+    "# they resolved to. Edit the declarations, then run `buildprint lock`; do not edit here.\n"
+)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_WHEEL_KEYS = ("name", "version", "filename", "url", "sha256")
+
+#: uv settings that may pass through; every other UV_* variable (extra indexes, find-links,
+#: constraints, resolution strategy...) would make the lock depend on the caller's shell.
+_UV_ENV_ALLOWED = frozenset(
+    {
+        "UV_CACHE_DIR",
+        "UV_NO_CACHE",
+        "UV_OFFLINE",
+        "UV_NATIVE_TLS",
+        "UV_HTTP_TIMEOUT",
+        "UV_CONCURRENT_DOWNLOADS",
+        "UV_INSECURE_HOST",
+        "UV_KEYRING_PROVIDER",
+    }
+)
+
+
+@dataclass(frozen=True, order=True)
+class PinnedWheel:
+    """One exact build dependency: a wheel file and its sha256."""
+
+    name: str
+    version: str
+    filename: str
+    url: str
+    sha256: str
+
+    def as_component(self) -> dict[str, str]:
+        """What the ``build-deps`` signature component records for this wheel."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class LockedBuildDeps:
+    """A package's build requirements as declared, and the wheels they resolved to."""
+
+    requires: list[str]
+    wheels: list[PinnedWheel]
+
+    def matches(self, requires: Iterable[str]) -> bool:
+        """True when ``requires`` declares the same requirement set as this entry was made from."""
+        return _requirement_key(requires) == _requirement_key(self.requires)
+
+
+@dataclass
+class Lock(Mapping[str, LockedBuildDeps]):
+    """The lock file's content: package name (normalized) -> its pinned build dependencies."""
+
+    packages: dict[str, LockedBuildDeps] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> LockedBuildDeps:
+        return self.packages[canonicalize_name(name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.packages))
+
+    def __len__(self) -> int:
+        return len(self.packages)
+
+    def set(self, name: str, deps: LockedBuildDeps) -> None:
+        """Record ``deps`` for package ``name`` (names are normalized)."""
+        self.packages[canonicalize_name(name)] = deps
+
+    def remove(self, name: str) -> None:
+        """Forget package ``name`` (no error if absent)."""
+        self.packages.pop(canonicalize_name(name), None)
+
+
+def _requirement_key(requires: Iterable[str]) -> list[str]:
+    """Requirements compared as a set of normalized forms, so spacing and order do not matter."""
+    out = []
+    for text in requires:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            out.append(text.strip())
+            continue
+        req.name = canonicalize_name(req.name)
+        out.append(str(req))
+    return sorted(set(out))
+
+
+# -- file format ----------------------------------------------------------------------------
+
+
+def _toml_str(value: str) -> str:
+    """A TOML basic string (the subset of JSON escaping TOML accepts)."""
+    out = ['"']
+    for char in value:
+        code = ord(char)
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def dumps_lock(lock: Lock) -> str:
+    """The lock as TOML text: packages and wheels sorted by name, requirements as declared."""
+    lines = [_HEADER, f"version = {LOCK_FORMAT_VERSION}\n"]
+    for name in sorted(lock.packages):
+        deps = lock.packages[name]
+        lines.append(f"\n[packages.{name}]\n")
+        if deps.requires:
+            lines.append("requires = [\n")
+            lines.extend(f"    {_toml_str(req)},\n" for req in deps.requires)
+            lines.append("]\n")
+        else:
+            lines.append("requires = []\n")
+        for wheel in sorted(deps.wheels):
+            lines.append(f"\n[[packages.{name}.wheels]]\n")
+            for key in _WHEEL_KEYS:
+                lines.append(f"{key} = {_toml_str(getattr(wheel, key))}\n")
+    return "".join(lines)
+
+
+def save_lock(path: Path, lock: Lock) -> None:
+    """Write ``lock`` to ``path`` atomically (temp file, fsync, rename)."""
+    text = dumps_lock(lock).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _line_of(text: str, pattern: str, nth: int = 0) -> int | None:
+    """1-based line of the ``nth`` line matching ``pattern`` (for error locations)."""
+    regex = re.compile(pattern)
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if regex.search(line):
+            if seen == nth:
+                return number
+            seen += 1
+    return None
+
+
+def _table_line(text: str, name: str) -> int | None:
+    return _line_of(text, rf"^\s*\[\s*packages\s*\.\s*\"?{re.escape(name)}\"?\s*\]")
+
+
+def _wheel_line(text: str, name: str, index: int) -> int | None:
+    found = _line_of(
+        text, rf"^\s*\[\[\s*packages\s*\.\s*\"?{re.escape(name)}\"?\s*\.\s*wheels", index
+    )
+    return found if found is not None else _table_line(text, name)
+
+
+def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
+    """Parse lock text; any problem is an :class:`InputError` naming ``file`` and the line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise InputError(
+            f"malformed lock file: {exc}", file=file, line=int(match.group(1)) if match else None
+        ) from None
+
+    version = data.get("version")
+    if version != LOCK_FORMAT_VERSION:
+        raise InputError(
+            f"unsupported lock format version {version!r} (this buildprint reads "
+            f"{LOCK_FORMAT_VERSION}); regenerate it with `buildprint lock`",
+            file=file,
+            line=_line_of(text, r"^\s*version\s*="),
+        )
+    unknown = sorted(set(data) - {"version", "packages"})
+    if unknown:
+        raise InputError(
+            f"unknown top-level key {unknown[0]!r} in lock file",
+            file=file,
+            line=_line_of(text, rf"^\s*\"?{re.escape(unknown[0])}\"?\s*[=.\]]")
+            or _line_of(text, rf"\[\s*{re.escape(unknown[0])}"),
+        )
+    packages = data.get("packages", {})
+    if not isinstance(packages, dict):
+        raise InputError(
+            "`packages` must be a table", file=file, line=_line_of(text, r"^\s*packages\s*=")
+        )
+    lock = Lock()
+    for raw_name, entry in packages.items():
+        line = _table_line(text, raw_name)
+        if not isinstance(entry, dict):
+            raise InputError(f"packages.{raw_name} must be a table", file=file, line=line)
+        extra = sorted(set(entry) - {"requires", "wheels"})
+        if extra:
+            raise InputError(
+                f"unknown key {extra[0]!r} in packages.{raw_name}", file=file, line=line
+            )
+        requires = entry.get("requires")
+        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+            raise InputError(
+                f"packages.{raw_name}.requires must be a list of strings", file=file, line=line
+            )
+        for req in requires:
+            try:
+                Requirement(req)
+            except InvalidRequirement as exc:
+                raise InputError(
+                    f"packages.{raw_name}.requires: invalid requirement {req!r}: {exc}",
+                    file=file,
+                    line=line,
+                ) from None
+        wheels_raw = entry.get("wheels", [])
+        if not isinstance(wheels_raw, list):
+            raise InputError(
+                f"packages.{raw_name}.wheels must be an array of tables", file=file, line=line
+            )
+        wheels = [
+            _parse_wheel(raw, text, raw_name, index, file) for index, raw in enumerate(wheels_raw)
+        ]
+        key = canonicalize_name(raw_name)
+        if key in lock.packages:
+            raise InputError(
+                f"package {raw_name!r} appears twice (names are compared normalized)",
+                file=file,
+                line=line,
+            )
+        lock.packages[key] = LockedBuildDeps(requires=list(requires), wheels=wheels)
+    return lock
+
+
+def _parse_wheel(raw: Any, text: str, package: str, index: int, file: str | Path) -> PinnedWheel:
+    line = _wheel_line(text, package, index)
+    where = f"packages.{package}.wheels[{index}]"
+    if not isinstance(raw, dict):
+        raise InputError(f"{where} must be a table", file=file, line=line)
+    missing = [k for k in _WHEEL_KEYS if k not in raw]
+    if missing:
+        raise InputError(f"{where} lacks {', '.join(missing)}", file=file, line=line)
+    extra = sorted(set(raw) - set(_WHEEL_KEYS))
+    if extra:
+        raise InputError(f"{where}: unknown key {extra[0]!r}", file=file, line=line)
+    values = {k: raw[k] for k in _WHEEL_KEYS}
+    for key, value in values.items():
+        if not isinstance(value, str) or not value:
+            raise InputError(f"{where}.{key} must be a non-empty string", file=file, line=line)
+    if not _SHA256.match(values["sha256"]):
+        raise InputError(
+            f"{where}.sha256 must be 64 lowercase hex digits, got {values['sha256']!r}",
+            file=file,
+            line=line,
+        )
+    try:
+        Version(values["version"])
+    except InvalidVersion:
+        raise InputError(
+            f"{where}.version is not a valid version: {values['version']!r}", file=file, line=line
+        ) from None
+    if not values["filename"].endswith(".whl"):
+        raise InputError(f"{where}.filename must be a .whl file", file=file, line=line)
+    return PinnedWheel(**values)
+
+
+def load_lock(path: Path) -> Lock:
+    """Read ``path``; a missing file is an empty lock, a malformed one an :class:`InputError`."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Lock()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError("lock file is not valid UTF-8", file=path, line=line) from None
+    return loads_lock(text, file=path)
+
+
+# -- resolution -----------------------------------------------------------------------------
+
+
+def tags_for(python_version: str) -> list[Tag]:
+    """Wheel tags, most preferred first: this interpreter's, or CPython ``X.Y``'s if it differs."""
+    wanted = tuple(int(part) for part in python_version.split(".")[:2])
+    if wanted == sys.version_info[:2]:
+        return list(sys_tags())
+    return [*cpython_tags(python_version=wanted), *compatible_tags(python_version=wanted)]
+
+
+def uv_index_args(index: PackageIndex) -> list[str]:
+    """The ``uv pip compile`` index options equivalent to ``index``'s sources."""
+    args: list[str] = []
+    root = index.index_path
+    if root is None:
+        args += ["--index-url", index.index_url]
+    elif index.index_is_tree():
+        args += ["--index-url", root.resolve().as_uri()]
+    elif (root / "simple").is_dir():
+        args += ["--index-url", (root / "simple").resolve().as_uri()]
+    else:
+        # A flat folder of files is what uv calls find-links; no index beside it.
+        args += ["--no-index", "--find-links", str(root.resolve())]
+    for link in index.find_links:
+        path = local_path(link)
+        args += ["--find-links", str(path.resolve()) if path is not None else link]
+    return args
+
+
+def _uv_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") or k in _UV_ENV_ALLOWED}
+    env["UV_NO_PROGRESS"] = "1"
+    return env
+
+
+def _parse_pins(text: str, file: str) -> list[tuple[str, Version]]:
+    pins: list[tuple[str, Version]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            raise InputError(f"unexpected uv output line {raw!r}", file=file, line=number) from None
+        specs = list(req.specifier)
+        if len(specs) != 1 or specs[0].operator != "==":
+            raise InputError(f"uv did not pin {raw!r} to one version", file=file, line=number)
+        pins.append((canonicalize_name(req.name), Version(specs[0].version)))
+    return pins
+
+
+def resolve(
+    requirements: Sequence[str],
+    index: PackageIndex,
+    python_version: str,
+    tags: Sequence[Tag] | None = None,
+    *,
+    preferences: Sequence[PinnedWheel] = (),
+    origin: str | Path | None = None,
+) -> list[PinnedWheel]:
+    """Resolve ``requirements`` to exact wheels (build dependencies install as wheels only).
+
+    ``uv pip compile --only-binary :all:`` picks the versions for ``python_version``; each pin
+    is then looked up on ``index`` with ``tags`` (default: :func:`tags_for`) so the result
+    carries the wheel's filename, URL (credentials removed) and sha256. ``preferences`` (an
+    earlier resolution) are kept where still allowed. A failure is an :class:`InputError` with
+    uv's message, naming ``origin`` (the file declaring the requirements) when given.
+    """
+    if not requirements:
+        return []
+    for text in requirements:
+        try:
+            Requirement(text)
+        except InvalidRequirement as exc:
+            raise InputError(f"invalid build requirement {text!r}: {exc}", file=origin) from None
+    from uv import find_uv_bin
+
+    chosen_tags = list(tags) if tags is not None else tags_for(python_version)
+    with tempfile.TemporaryDirectory(prefix="buildprint-resolve-") as tmp:
+        req_in = Path(tmp) / "build-requirements.in"
+        req_in.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
+        # uv reads an existing output file as preferences: earlier pins survive unless they
+        # no longer satisfy the requirements.
+        pinned_out = Path(tmp) / "build-requirements.txt"
+        pinned_out.write_text("".join(f"{w.name}=={w.version}\n" for w in preferences))
+        cmd = [
+            find_uv_bin(),
+            "pip",
+            "compile",
+            str(req_in),
+            "--output-file",
+            str(pinned_out),
+            "--only-binary",
+            ":all:",
+            "--python-version",
+            python_version,
+            "--python",
+            sys.executable,
+            "--no-header",
+            "--no-annotate",
+            "--no-config",
+            "--quiet",
+            *uv_index_args(index),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_uv_env(), check=False)
+        if proc.returncode != 0:
+            message = scrub_credentials(
+                proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+            )
+            raise InputError(
+                f"cannot resolve build requirements {', '.join(requirements)} for Python "
+                f"{python_version} from {index.describe()} (wheels only):\n{message}\n"
+                f"({INDEX_SETTINGS_HINT})",
+                file=origin,
+            )
+        pins = _parse_pins(pinned_out.read_text(encoding="utf-8"), "uv pip compile output")
+
+    wheels = []
+    for name, version in pins:
+        dist = index.find_wheel(name, version, chosen_tags)
+        wheels.append(
+            PinnedWheel(
+                name=name,
+                version=str(version),
+                filename=dist.filename,
+                url=redact_url(dist.url),
+                sha256=index.sha256(dist),
+            )
+        )
+    return sorted(wheels)
+
+
+def update_lock(
+    lock: Lock,
+    package: str,
+    requires: Sequence[str],
+    index: PackageIndex,
+    python_version: str,
+    upgrade: bool,
+    tags: Sequence[Tag] | None = None,
+    *,
+    origin: str | Path | None = None,
+) -> LockedBuildDeps:
+    """The entry ``buildprint lock`` should hold for ``package`` (``lock`` is not modified).
+
+    The existing entry is returned unchanged when its declared requirements equal
+    ``requires`` and ``upgrade`` is false. Otherwise the requirements are resolved anew;
+    without ``upgrade`` the previous pins are kept where they still satisfy them.
+    """
+    existing = lock.get(package)
+    if existing is not None and not upgrade and existing.matches(requires):
+        return existing
+    preferences = existing.wheels if existing is not None and not upgrade else ()
+    wheels = resolve(requires, index, python_version, tags, preferences=preferences, origin=origin)
+    return LockedBuildDeps(requires=list(requires), wheels=wheels)
