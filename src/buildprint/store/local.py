@@ -62,6 +62,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """True for a damaged index file, as opposed to contention or a programming error."""
+    text = str(exc).lower()
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return True
+    # Plain DatabaseError (not Operational/Integrity/...) is what SQLite's damage codes map to.
+    return type(exc) is sqlite3.DatabaseError
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -487,17 +496,31 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.index_path}{suffix}")
 
+    def _open_index(self) -> sqlite3.Connection:
+        """Connect, waiting out other processes that hold the schema or mode lock."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL can report "locked" without using the busy handler.
+                if _is_corruption(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def _index(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
         try:
-            conn = self._connect()
+            conn = self._open_index()
         except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise StoreError(f"cannot open index: {exc}", file=self.index_path) from None
             log.warning("store index %s is unusable (%s); rebuilding it", self.index_path, exc)
             self._discard_index()
             try:
-                conn = self._connect()
+                conn = self._open_index()
             except sqlite3.DatabaseError as exc2:
                 raise StoreError(f"cannot open index: {exc2}", file=self.index_path) from None
         self._local.conn = conn
@@ -506,15 +529,15 @@ class LocalStore:
             need_reconcile = not self._reconciled
             self._reconciled = True
         if need_reconcile:
-            self._reconcile(conn)
+            self._run(lambda: self._reconcile(self._index()))
         return conn
 
     def _run(self, action: Callable[[], _T]) -> _T:
         try:
             return action()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise StoreError(f"index is busy: {exc}", file=self.index_path) from None
+            if not _is_corruption(exc):
+                raise StoreError(f"index failed: {exc}", file=self.index_path) from None
             # Corruption found mid-use: the index is derived, so rebuild and retry once.
             log.warning("store index %s failed (%s); rebuilding it", self.index_path, exc)
             self.close()
