@@ -1,0 +1,152 @@
+"""Remote caches: the ``Remote`` protocol, its errors, and ``open_remote`` for http(s):// and s3://.
+
+Every backend uses one layout under its base: ``ac/<signature>`` (signed record envelopes)
+and ``cas/<sha256>`` (blobs), the bazel-remote layout. Nothing read from a remote is trusted
+until it is verified: blobs against their sha256 here, records by ``signing.verify_envelope``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from buildprint.errors import InputError, StoreError
+from buildprint.store.record import is_digest
+
+__all__ = [
+    "Remote",
+    "RemoteAccessDenied",
+    "RemoteError",
+    "RemoteIntegrityError",
+    "RemoteMissing",
+    "RemoteUnavailable",
+    "check_digest",
+    "open_remote",
+    "redact_url",
+    "write_verified",
+]
+
+
+class RemoteError(StoreError):
+    """A remote cache operation failed; messages never carry credentials."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class RemoteUnavailable(RemoteError):
+    """The remote cannot be reached (refused, timed out, 5xx): report once and go on without it."""
+
+
+class RemoteAccessDenied(RemoteError):
+    """The remote refused our credentials (401/403)."""
+
+
+class RemoteMissing(RemoteError):
+    """A blob a record refers to is not on the remote."""
+
+
+class RemoteIntegrityError(RemoteError):
+    """A downloaded blob does not hash to its name: the remote copy is corrupt or tampered."""
+
+
+@runtime_checkable
+class Remote(Protocol):
+    """One remote cache. ``url`` is always the redacted form (no password, no token)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    def get_record(self, signature: str) -> bytes | None:
+        """The stored envelope bytes for ``signature``, or None if there is none."""
+        ...
+
+    def put_record(self, signature: str, data: bytes) -> bool:
+        """Create ``ac/<signature>``; False if an entry already exists (never overwritten)."""
+        ...
+
+    def has_blob(self, sha256: str) -> bool:
+        """True if ``cas/<sha256>`` exists (its content is checked only on download)."""
+        ...
+
+    def get_blob(self, sha256: str, dest: Path) -> None:
+        """Download to ``dest`` via a temp file, verified; on mismatch raise and leave nothing."""
+        ...
+
+    def put_blob(self, sha256: str, path: Path) -> None:
+        """Upload ``path`` as ``cas/<sha256>`` unless the remote already has it."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (the user name is kept: it helps debugging)."""
+    parts = urlsplit(url)
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_digest(value: str, what: str, url: str) -> str:
+    """Refuse anything but a lowercase hex sha256: it becomes part of a remote object name."""
+    if not is_digest(value):
+        raise RemoteError(f"{what} {value!r} is not a sha256 hex digest", url=url)
+    return value
+
+
+def write_verified(chunks: Iterable[bytes], sha256: str, dest: Path, *, url: str) -> None:
+    """Stream ``chunks`` into a temp file beside ``dest``; rename only if the sha256 matches.
+
+    A mismatch (or any error mid-stream) removes the temp file, so a reader never sees a
+    partial or tampered blob at ``dest``.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    hasher = hashlib.sha256()
+    try:
+        with open(tmp, "xb") as handle:
+            for chunk in chunks:
+                hasher.update(chunk)
+                handle.write(chunk)
+        got = hasher.hexdigest()
+        if got != sha256:
+            raise RemoteIntegrityError(
+                f"blob {sha256} from {url} hashes to {got}: corrupt or tampered, not used",
+                url=url,
+            )
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def open_remote(url: str, *, writable: bool) -> Remote:
+    """Open ``http(s)://host/path`` (WebDAV or bazel-remote style) or ``s3://bucket/prefix``."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in {"http", "https"}:
+        from buildprint.store.http import HttpRemote
+
+        return HttpRemote(url, writable=writable)
+    if scheme == "s3":
+        from buildprint.store.s3 import S3Remote
+
+        return S3Remote(url, writable=writable)
+    raise InputError(f"remote URL {redact_url(url)!r}: scheme must be http, https or s3")

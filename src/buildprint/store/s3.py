@@ -1,0 +1,230 @@
+"""S3 remote cache (AWS or any S3-compatible server such as Ceph radosgw), through boto3.
+
+Records are created with ``put_object(IfNoneMatch='*')``: the server refuses (412) when the key
+exists, atomically (radosgw turns it into an exclusive create of the head object). On a server
+that ignores the header the HEAD check before it still stops the common case, but two writers
+racing inside the HEAD-to-PUT window both succeed and the later complete object wins. Blobs are
+content-addressed, so an overwrite is harmless; big ones go through boto3's multipart transfer,
+whose object only appears when the upload completes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from buildprint.errors import InputError
+from buildprint.store.remote import (
+    RemoteAccessDenied,
+    RemoteError,
+    RemoteMissing,
+    RemoteUnavailable,
+    check_digest,
+    redact_url,
+    write_verified,
+)
+
+__all__ = ["S3Remote"]
+
+_CHUNK = 1 << 20
+_TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20)
+_NETWORK_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ProxyConnectionError,
+)
+_CONDITIONAL_RETRIES = 3
+
+
+class S3Remote:
+    """A remote cache at ``s3://bucket/prefix``.
+
+    The endpoint comes from ``BUILDPRINT_S3_ENDPOINT`` or ``AWS_ENDPOINT_URL`` (none: AWS);
+    credentials and region the usual boto3 way (environment, profile, instance role).
+    """
+
+    def __init__(self, url: str, *, writable: bool, max_connections: int = 64) -> None:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise InputError(f"remote URL {redact_url(url)!r} names no bucket")
+        self._bucket = parts.netloc
+        prefix = parts.path.strip("/")
+        self._prefix = f"{prefix}/" if prefix else ""
+        self._url = redact_url(url)
+        self._writable = writable
+        endpoint = os.environ.get("BUILDPRINT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+        session = boto3.session.Session()
+        region = session.region_name or ("us-east-1" if endpoint else None)
+        config = botocore.config.Config(
+            max_pool_connections=max_connections,
+            connect_timeout=5,
+            read_timeout=60,
+            # Few retries: a cache that is down should be reported quickly, not waited for.
+            retries={"max_attempts": 2, "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint else None,
+        )
+        self._client: Any = session.client(
+            "s3", endpoint_url=endpoint, region_name=region, config=config
+        )
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    def __repr__(self) -> str:
+        return f"S3Remote({self._url!r}, writable={self._writable})"
+
+    __str__ = __repr__
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- errors ----------------------------------------------------------------------
+
+    def _translate(self, exc: Exception, what: str) -> RemoteError:
+        """Map boto errors to ours; the message names the operation, never credentials."""
+        if isinstance(exc, _NETWORK_ERRORS):
+            return RemoteUnavailable(
+                f"remote {self._url} unreachable during {what}: {type(exc).__name__}",
+                url=self._url,
+            )
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return RemoteAccessDenied(f"remote {self._url}: no S3 credentials found", url=self._url)
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status in {401, 403} or code in {"AccessDenied", "InvalidAccessKeyId"}:
+                return RemoteAccessDenied(
+                    f"remote {self._url} refused {what}: {code or status} (check credentials)",
+                    url=self._url,
+                )
+            if status >= 500 or code == "NoSuchBucket":
+                return RemoteUnavailable(
+                    f"remote {self._url} failed {what}: {code or status}", url=self._url
+                )
+            return RemoteError(
+                f"remote {self._url}: {what} failed: {code or status}", url=self._url
+            )
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return RemoteUnavailable(
+                f"remote {self._url} failed {what}: {type(exc).__name__}", url=self._url
+            )
+        raise exc
+
+    @staticmethod
+    def _status(exc: botocore.exceptions.ClientError) -> int:
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+    def _exists(self, key: str, what: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self._bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if self._status(exc) == 404:
+                return False
+            raise self._translate(exc, what) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._translate(exc, what) from None
+        return True
+
+    # -- records ---------------------------------------------------------------------
+
+    def _record_key(self, signature: str) -> str:
+        return f"{self._prefix}ac/{check_digest(signature, 'signature', self._url)}"
+
+    def get_record(self, signature: str) -> bytes | None:
+        key = self._record_key(signature)
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=key)
+            data: bytes = response["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            if self._status(exc) == 404:
+                return None
+            raise self._translate(exc, f"GET record {signature}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._translate(exc, f"GET record {signature}") from None
+        return data
+
+    def put_record(self, signature: str, data: bytes) -> bool:
+        key = self._record_key(signature)
+        self._require_writable()
+        what = f"PUT record {signature}"
+        if self._exists(key, what):
+            return False
+        for _attempt in range(_CONDITIONAL_RETRIES):
+            try:
+                self._client.put_object(Bucket=self._bucket, Key=key, Body=data, IfNoneMatch="*")
+            except botocore.exceptions.ClientError as exc:
+                status = self._status(exc)
+                if status == 412:
+                    return False
+                if status == 409:
+                    # AWS: a concurrent conditional write is in flight; its outcome decides.
+                    continue
+                raise self._translate(exc, what) from None
+            except botocore.exceptions.BotoCoreError as exc:
+                raise self._translate(exc, what) from None
+            return True
+        return not self._exists(key, what)
+
+    # -- blobs -----------------------------------------------------------------------
+
+    def _blob_key(self, sha256: str) -> str:
+        return f"{self._prefix}cas/{check_digest(sha256, 'blob', self._url)}"
+
+    def has_blob(self, sha256: str) -> bool:
+        return self._exists(self._blob_key(sha256), f"HEAD blob {sha256}")
+
+    def get_blob(self, sha256: str, dest: Path) -> None:
+        key = self._blob_key(sha256)
+        what = f"GET blob {sha256}"
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=key)
+            body = response["Body"]
+            try:
+                write_verified(_iter_body(body), sha256, dest, url=self._url)
+            finally:
+                body.close()
+        except botocore.exceptions.ClientError as exc:
+            if self._status(exc) == 404:
+                raise RemoteMissing(
+                    f"remote {self._url} has no blob {sha256}", url=self._url
+                ) from None
+            raise self._translate(exc, what) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._translate(exc, what) from None
+
+    def put_blob(self, sha256: str, path: Path) -> None:
+        key = self._blob_key(sha256)
+        self._require_writable()
+        what = f"PUT blob {sha256}"
+        if self._exists(key, what):
+            return
+        try:
+            self._client.upload_file(str(path), self._bucket, key, Config=_TRANSFER)
+        except boto3.exceptions.S3UploadFailedError as exc:
+            raise RemoteError(f"remote {self._url}: {what} failed: {exc}", url=self._url) from None
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._translate(exc, what) from None
+
+    def _require_writable(self) -> None:
+        if not self._writable:
+            raise RemoteError(f"remote {self._url} is read-only (write = false)", url=self._url)
+
+
+def _iter_body(body: Any) -> Iterator[bytes]:
+    while chunk := body.read(_CHUNK):
+        yield chunk
