@@ -16,6 +16,7 @@ from buildprint.build.lock import (
     LockedBuildDeps,
     PinnedWheel,
     dumps_lock,
+    fetch_pinned,
     load_lock,
     resolve,
     save_lock,
@@ -139,6 +140,20 @@ def test_update_lock_keeps_matching_entries_and_upgrades_on_request(wheel_folder
 
     fresh = update_lock(Lock(), "new", ["b<2"], index, PY, upgrade=False)
     assert [(w.name, w.version) for w in fresh.wheels] == [("b", "1.0")]
+
+
+def test_fetch_pinned_verifies_against_the_lock(tmp_path: Path, wheel_folder: Path) -> None:
+    index = PackageIndex(str(wheel_folder))
+    (pin,) = resolve(["b<2"], index, PY)
+    assert (
+        fetch_pinned(pin, index, tmp_path / "env").read_bytes()
+        == (wheel_folder / pin.filename).read_bytes()
+    )
+    # The folder's file changed since the lock was made: refused, nothing placed.
+    make_wheel(wheel_folder, "b", "1.0", requires=["a"])
+    with pytest.raises(InputError, match=r"sha256 mismatch for b-1\.0-py3-none-any\.whl"):
+        fetch_pinned(pin, PackageIndex(str(wheel_folder)), tmp_path / "env2")
+    assert not (tmp_path / "env2").exists()
 
 
 def _sample_lock() -> Lock:

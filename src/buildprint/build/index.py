@@ -235,8 +235,8 @@ def local_path(location: str) -> Path | None:
 
 def _mismatch(f: DistFile, actual: str) -> InputError:
     return InputError(
-        f"sha256 mismatch for {f.filename}: the index publishes {f.sha256}, "
-        f"the downloaded file has {actual}; refusing to use it",
+        f"sha256 mismatch for {f.filename}: expected {f.sha256} (published by the index "
+        f"or pinned in the lock), the file has {actual}; refusing to use it",
         file=redact_url(f.url),
     )
 

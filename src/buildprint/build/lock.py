@@ -9,17 +9,18 @@ import sys
 import tempfile
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags, sys_tags
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from buildprint.build.index import (
     INDEX_SETTINGS_HINT,
+    DistFile,
     PackageIndex,
     local_path,
     redact_url,
@@ -34,6 +35,7 @@ __all__ = [
     "LockedBuildDeps",
     "PinnedWheel",
     "dumps_lock",
+    "fetch_pinned",
     "load_lock",
     "loads_lock",
     "resolve",
@@ -495,3 +497,18 @@ def update_lock(
     preferences = existing.wheels if existing is not None and not upgrade else ()
     wheels = resolve(requires, index, python_version, tags, preferences=preferences, origin=origin)
     return LockedBuildDeps(requires=list(requires), wheels=wheels)
+
+
+def fetch_pinned(pin: PinnedWheel, index: PackageIndex, dest_dir: Path | None = None) -> Path:
+    """Get a locked wheel, verified against the lock's sha256 (the lock, not the index, decides).
+
+    The file is looked up on ``index`` by filename (so a lock made elsewhere, or with
+    credentials removed from its URLs, still installs); the recorded URL is the fallback.
+    """
+    offered = [f for f in index.files(pin.name) if f.filename == pin.filename]
+    if offered:
+        dist = replace(offered[0], sha256=pin.sha256)
+    else:
+        name, version, _build, tags = parse_wheel_filename(pin.filename)
+        dist = DistFile(pin.filename, pin.url, pin.sha256, name, version, "wheel", tags=tags)
+    return index.download(dist, dest_dir)
