@@ -242,3 +242,28 @@ def test_bad_wheels_raise_input_error_naming_the_file(built_wheel: Path, tmp_pat
 
     with pytest.raises(InputError, match="JSON object"):
         embed_manifest(built_wheel, b"[1, 2]", tmp_path / "out")
+
+
+def test_embedding_in_place_keeps_modes_and_leaves_no_temp_files(
+    built_wheel: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "wheelhouse"
+    work.mkdir()
+    local = work / built_wheel.name
+    with zipfile.ZipFile(built_wheel) as zin, zipfile.ZipFile(local, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "tinypkg/data.txt":
+                info.external_attr = (0o100755) << 16
+            zout.writestr(info, data)
+    before = artifact_digest(local)
+
+    assert embed_manifest(local, MANIFEST_A, work) == local
+    assert sorted(p.name for p in work.iterdir()) == [built_wheel.name]
+    assert read_manifest(local) == MANIFEST_A
+    assert artifact_digest(local) == before
+    with zipfile.ZipFile(local) as zf:
+        assert zf.getinfo("tinypkg/data.txt").external_attr >> 16 == 0o100755
+        manifest_info = zf.getinfo(f"tinypkg-1.0.dist-info/{MANIFEST_NAME}")
+        assert manifest_info.external_attr >> 16 == 0o100644
+    _assert_record_valid(local)
