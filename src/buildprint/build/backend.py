@@ -1,0 +1,387 @@
+"""PEP 517 runner: read ``[build-system]`` and call the backend in a clean, logged subprocess.
+
+Reproducibility: the backend runs with ``SOURCE_DATE_EPOCH`` fixed, ``PYTHONHASHSEED=0`` and an
+environment reduced to an allow-list, so the same source built twice gives the same wheel where
+the backend allows. Paths also leak into builds (C extensions record the compile directory in
+debug info), so callers must build in a directory that does not vary between runs, e.g.
+``<work>/<name>-<version>/`` re-created for each build, never a random temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from pyproject_hooks import (
+    BackendUnavailable,
+    BuildBackendHookCaller,
+    HookMissing,
+    UnsupportedOperation,
+)
+
+from buildprint.build.environment import BuildEnvironment
+from buildprint.errors import BuildFailed, InputError
+
+__all__ = [
+    "DEFAULT_SOURCE_DATE_EPOCH",
+    "LEGACY_BACKEND",
+    "LEGACY_REQUIRES",
+    "PASSED_THROUGH",
+    "BackendFailed",
+    "BuildSystem",
+    "ConfigSettings",
+    "build_env",
+    "build_wheel",
+    "default_log_path",
+    "get_requires_for_build_wheel",
+    "read_build_system",
+]
+
+#: 1980-01-01T00:00:00Z, the earliest time a zip file can record.
+DEFAULT_SOURCE_DATE_EPOCH = 315532800
+
+#: PEP 517's fallback for projects without ``build-backend``.
+LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+#: PEP 518's fallback for projects without ``[build-system]``.
+LEGACY_REQUIRES = ("setuptools>=40.8.0",)
+
+#: The only caller variables handed to a build unless the caller passes more explicitly.
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR")
+
+#: How many log lines a :class:`BackendFailed` carries.
+LOG_TAIL_LINES = 30
+
+ConfigSettings = Mapping[str, str | Sequence[str]]
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_BACKEND_NAME = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+
+
+@dataclass(frozen=True)
+class BuildSystem:
+    """The ``[build-system]`` table of a source tree, with PEP 517/518 defaults filled in."""
+
+    requires: list[str]
+    backend: str
+    backend_path: list[str] | None
+
+
+class BackendFailed(BuildFailed):
+    """A backend hook failed; ``log_path`` holds its full output, ``log_tail`` the last lines."""
+
+    def __init__(self, message: str, *, hook: str, log_path: Path, log_tail: str) -> None:
+        super().__init__(message, file=log_path)
+        self.hook = hook
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+
+# -- reading [build-system] ----------------------------------------------------------------
+
+
+def _key_line(text: str, table: str, key: str) -> int | None:
+    """Line (1-based) of ``key = ...`` inside ``[table]``; good enough to point a user at it."""
+    in_table = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("["):
+            in_table = line.strip("[] \t") == table
+            continue
+        if in_table and re.match(rf"^[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+    return None
+
+
+def _table_line(text: str, table: str) -> int | None:
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if raw.strip().strip("[] \t") == table and raw.strip().startswith("["):
+            return number
+    return None
+
+
+def read_build_system(source_dir: Path) -> BuildSystem:
+    """Read ``<source_dir>/pyproject.toml``'s ``[build-system]``, with the PEP 517 defaults.
+
+    No file or no table means the legacy setuptools backend. A malformed file or table is an
+    :class:`InputError` naming the file and line.
+    """
+    pyproject = Path(source_dir) / "pyproject.toml"
+    legacy = BuildSystem(list(LEGACY_REQUIRES), LEGACY_BACKEND, None)
+    if not pyproject.is_file():
+        return legacy
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text: {exc}", file=pyproject) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = _TOML_POSITION.search(str(exc))
+        message = _TOML_POSITION.sub("", str(exc)).replace("(at end of document)", "").strip()
+        line = int(where.group(1)) if where else None
+        if line is None and "end of document" in str(exc):
+            line = text.count("\n") + 1
+        raise InputError(f"malformed TOML: {message}", file=pyproject, line=line) from None
+    table = data.get("build-system")
+    if table is None:
+        return legacy
+    if not isinstance(table, dict):
+        raise InputError(
+            "[build-system] must be a table",
+            file=pyproject,
+            line=_key_line(text, "", "build-system"),
+        )
+
+    def bad(key: str, message: str) -> InputError:
+        line = _key_line(text, "build-system", key) or _table_line(text, "build-system")
+        return InputError(f"[build-system] {message}", file=pyproject, line=line)
+
+    if "requires" not in table:
+        raise bad("requires", "has no 'requires' key (PEP 518 makes it mandatory)")
+    requires = table["requires"]
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise bad("requires", "'requires' must be a list of strings")
+    for requirement in requires:
+        try:
+            Requirement(requirement)
+        except InvalidRequirement as exc:
+            raise bad("requires", f"invalid requirement {requirement!r}: {exc}") from None
+
+    backend = table.get("build-backend")
+    if backend is None:
+        # PEP 517: a [build-system] without a backend still means legacy setuptools.
+        return BuildSystem(list(requires), LEGACY_BACKEND, None)
+    if not isinstance(backend, str) or not _BACKEND_NAME.match(backend):
+        raise bad("build-backend", f"'build-backend' must be 'module:object', got {backend!r}")
+
+    backend_path = table.get("backend-path")
+    if backend_path is not None:
+        if not isinstance(backend_path, list) or not all(isinstance(p, str) for p in backend_path):
+            raise bad("backend-path", "'backend-path' must be a list of strings")
+        root = Path(source_dir).resolve()
+        for entry in backend_path:
+            # PEP 517: backend-path entries are relative and stay inside the source tree.
+            target = (root / entry).resolve()
+            if Path(entry).is_absolute() or not target.is_relative_to(root):
+                raise bad("backend-path", f"'backend-path' entry {entry!r} leaves the source tree")
+    return BuildSystem(list(requires), backend, backend_path)
+
+
+# -- running hooks -------------------------------------------------------------------------
+
+
+def build_env(
+    env: BuildEnvironment,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
+    caller_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The exact environment a backend sees.
+
+    Only :data:`PASSED_THROUGH` comes from the caller's environment; ``extra_env`` (the
+    package's variables and any explicit pass-through) is laid over the fixed values, and the
+    build environment's ``bin`` folder always comes first on ``PATH``.
+    """
+    source = os.environ if caller_env is None else caller_env
+    result = {key: source[key] for key in PASSED_THROUGH if key in source}
+    result.update(
+        {
+            "VIRTUAL_ENV": str(env.path),
+            "SOURCE_DATE_EPOCH": str(source_date_epoch),
+            # Set iteration order and hash-based output stable across runs.
+            "PYTHONHASHSEED": "0",
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PIP_NO_INPUT": "1",
+        }
+    )
+    if extra_env:
+        result.update(extra_env)
+    # Drop empty and relative entries (they would make the build depend on its cwd) and any
+    # other virtualenv the caller runs in; the build environment's bin goes first.
+    foreign_venv = source.get("VIRTUAL_ENV")
+    foreign_bin = str(Path(foreign_venv) / "bin") if foreign_venv else None
+    entries = [str(env.bin_dir)]
+    for entry in result.get("PATH", os.defpath).split(os.pathsep):
+        if entry and os.path.isabs(entry) and entry != foreign_bin and entry not in entries:
+            entries.append(entry)
+    result["PATH"] = os.pathsep.join(entries)
+    return result
+
+
+def default_log_path(source_dir: Path) -> Path:
+    """Where a build's log goes unless the caller says: ``<source_dir>.build.log``, beside it."""
+    source_dir = Path(source_dir).absolute()
+    return source_dir.with_name(source_dir.name + ".build.log")
+
+
+def _tail(log_path: Path, count: int = LOG_TAIL_LINES) -> str:
+    try:
+        with log_path.open(encoding="utf-8", errors="replace") as handle:
+            return "".join(deque(handle, maxlen=count)).rstrip("\n")
+    except OSError:
+        return ""
+
+
+class _Runner:
+    """A pyproject_hooks subprocess runner: clean environment, output appended to a log file."""
+
+    def __init__(self, base_env: dict[str, str], log_path: Path) -> None:
+        self.base_env = base_env
+        self.log_path = log_path
+
+    def __call__(
+        self,
+        cmd: Sequence[str],
+        cwd: str | None = None,
+        extra_environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = dict(self.base_env)
+        if extra_environ:
+            env.update(extra_environ)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            subprocess.run(
+                list(cmd),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+
+
+def _call(
+    hook: str,
+    source_dir: Path,
+    env: BuildEnvironment,
+    extra_env: Mapping[str, str] | None,
+    source_date_epoch: int,
+    log_path: Path | None,
+    kwargs: dict[str, Any],
+) -> Any:
+    source_dir = Path(source_dir).absolute()
+    if not source_dir.is_dir():
+        raise InputError("source directory does not exist", file=source_dir)
+    system = read_build_system(source_dir)
+    log = Path(log_path).absolute() if log_path is not None else default_log_path(source_dir)
+    runner = _Runner(build_env(env, extra_env, source_date_epoch=source_date_epoch), log)
+    caller = BuildBackendHookCaller(
+        str(source_dir),
+        system.backend,
+        backend_path=system.backend_path,
+        runner=runner,
+        python_executable=str(env.python),
+    )
+
+    def failed(reason: str) -> BackendFailed:
+        tail = _tail(log)
+        message = f"{hook} of backend {system.backend} {reason}; log: {log}"
+        if tail:
+            message += f"\nlast lines of the log:\n{tail}"
+        return BackendFailed(message, hook=hook, log_path=log, log_tail=tail)
+
+    try:
+        return getattr(caller, hook)(**kwargs)
+    except subprocess.CalledProcessError as exc:
+        raise failed(f"failed (exit {exc.returncode})") from None
+    except BackendUnavailable as exc:
+        _append(log, exc.traceback)
+        # The first line of str(exc) is the import error; the traceback went to the log.
+        reason = str(exc).splitlines()[0] if str(exc) else "import failed"
+        raise failed(f"could not be imported: {reason}") from None
+    except (HookMissing, UnsupportedOperation) as exc:
+        raise failed(f"is not supported: {exc}") from None
+
+
+def _append(log: Path, text: str) -> None:
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+
+
+def get_requires_for_build_wheel(
+    source_dir: Path,
+    env: BuildEnvironment,
+    config_settings: ConfigSettings | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
+    log_path: Path | None = None,
+) -> list[str]:
+    """The backend's extra wheel-build requirements (on top of ``[build-system] requires``).
+
+    ``env`` must already hold the ``requires`` of :func:`read_build_system`.
+    """
+    result = _call(
+        "get_requires_for_build_wheel",
+        source_dir,
+        env,
+        extra_env,
+        source_date_epoch,
+        log_path,
+        {"config_settings": _plain(config_settings)},
+    )
+    return [str(item) for item in result]
+
+
+def build_wheel(
+    source_dir: Path,
+    env: BuildEnvironment,
+    out_dir: Path,
+    config_settings: ConfigSettings | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
+    log_path: Path | None = None,
+) -> Path:
+    """Build a wheel of ``source_dir`` in ``env`` and return its path inside ``out_dir``.
+
+    The backend writes into a private folder first and the wheel is then renamed into
+    ``out_dir``, so a failed or killed build never leaves a partial wheel there. A failing
+    backend raises :class:`BackendFailed` (a :class:`BuildFailed`) with the log's last lines.
+    """
+    out_dir = Path(out_dir).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=out_dir))
+    try:
+        name = _call(
+            "build_wheel",
+            source_dir,
+            env,
+            extra_env,
+            source_date_epoch,
+            log_path,
+            {"wheel_directory": str(staging), "config_settings": _plain(config_settings)},
+        )
+        built = staging / str(name)
+        if not built.is_file() or not built.name.endswith(".whl"):
+            raise BuildFailed(f"backend reported {name!r} but wrote no such wheel", file=source_dir)
+        target = out_dir / built.name
+        os.replace(built, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _plain(config_settings: ConfigSettings | None) -> dict[str, str | list[str]] | None:
+    """JSON-ready copy: the hook input is serialised to the backend process."""
+    if config_settings is None:
+        return None
+    return {
+        key: value if isinstance(value, str) else list(value)
+        for key, value in config_settings.items()
+    }

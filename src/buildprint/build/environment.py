@@ -1,0 +1,189 @@
+"""Isolated build environments: a fresh uv virtualenv holding exactly the given wheel files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
+from uv import find_uv_bin
+
+from buildprint.errors import BuildFailed, InputError
+
+__all__ = ["BuildEnvironment", "InstalledWheel", "LinkMode"]
+
+#: How uv places files from its cache into the environment.
+LinkMode = Literal["copy", "hardlink", "clone", "symlink"]
+
+# Variables that would make uv look at, or install into, something other than what we name.
+_UV_UNWANTED_ENV = (
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "UV_PYTHON",
+    "UV_SYSTEM_PYTHON",
+    "UV_PROJECT_ENVIRONMENT",
+    "PYTHONHOME",
+    "PYTHONPATH",
+)
+
+
+class InstalledWheel:
+    """A wheel file installed into a build environment, with the name and version it declares."""
+
+    __slots__ = ("name", "path", "version")
+
+    def __init__(self, path: Path, name: NormalizedName, version: str) -> None:
+        self.path = path
+        self.name = name
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"InstalledWheel({self.name}=={self.version}, {self.path.name})"
+
+
+class BuildEnvironment:
+    """A throw-away virtualenv for one build, created with uv from a chosen interpreter.
+
+    Nothing is resolved or downloaded: :meth:`install` takes wheel files the caller already
+    fetched and verified, and installs exactly those (``--no-deps --no-index --offline``).
+    Use it as a context manager; the environment is deleted on exit.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        interpreter: str | Path | None = None,
+        link_mode: LinkMode = "copy",
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.interpreter = str(interpreter) if interpreter is not None else sys.executable
+        # Copy by default: a backend that writes into its own package must not corrupt uv's
+        # cache through a hard link. Copying a few backend wheels costs milliseconds.
+        self.link_mode: LinkMode = link_mode
+        self._installed: list[InstalledWheel] = []
+        self._created = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def create(self) -> BuildEnvironment:
+        """Create the virtualenv (replacing an earlier one at the same path); return ``self``."""
+        self._run_uv(
+            [
+                "venv",
+                "--quiet",
+                "--no-config",
+                "--no-project",
+                "--no-python-downloads",
+                "--clear",
+                "--python",
+                self.interpreter,
+                str(self.path),
+            ],
+            what=f"creating a build environment with {self.interpreter}",
+        )
+        self._created = True
+        self._installed = []
+        return self
+
+    def remove(self) -> None:
+        """Delete the environment from disk (no error if it is already gone)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._created = False
+        self._installed = []
+
+    def __enter__(self) -> BuildEnvironment:
+        if not self._created:
+            self.create()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+    # -- what it holds ---------------------------------------------------------------------
+
+    @property
+    def bin_dir(self) -> Path:
+        """The folder holding the environment's ``python`` and console scripts."""
+        return self.path / ("Scripts" if sys.platform == "win32" else "bin")
+
+    @property
+    def python(self) -> Path:
+        """The environment's interpreter."""
+        return self.bin_dir / ("python.exe" if sys.platform == "win32" else "python")
+
+    @property
+    def installed(self) -> tuple[InstalledWheel, ...]:
+        """Every wheel installed so far, in installation order."""
+        return tuple(self._installed)
+
+    def install(self, wheels: Sequence[Path]) -> None:
+        """Install exactly these wheel files, without dependencies, index or network.
+
+        Raises :class:`InputError` naming the file when a path is missing or is not a wheel.
+        """
+        if not self._created:
+            raise RuntimeError("install() called before create()")
+        parsed: list[InstalledWheel] = []
+        for wheel in wheels:
+            path = Path(wheel).absolute()
+            if not path.is_file():
+                raise InputError("wheel file does not exist", file=path)
+            try:
+                name, version, _build, _tags = parse_wheel_filename(path.name)
+            except InvalidWheelFilename as exc:
+                raise InputError(f"not a wheel file name: {exc}", file=path) from None
+            parsed.append(InstalledWheel(path, name, str(version)))
+        if not parsed:
+            return
+        self._run_uv(
+            [
+                "pip",
+                "install",
+                "--quiet",
+                "--no-config",
+                "--no-deps",
+                "--no-index",
+                "--offline",
+                "--link-mode",
+                self.link_mode,
+                "--python",
+                str(self.python),
+                *(str(w.path) for w in parsed),
+            ],
+            what="installing build requirements "
+            + ", ".join(f"{w.name}=={w.version}" for w in parsed),
+        )
+        self._installed.extend(parsed)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _run_uv(self, args: list[str], *, what: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in _UV_UNWANTED_ENV}
+        env["UV_NO_PROGRESS"] = "1"
+        env["UV_PYTHON_DOWNLOADS"] = "never"
+        proc = subprocess.run(
+            [find_uv_bin(), *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            output = proc.stdout.strip()
+            if "No interpreter found" in output or "Failed to inspect Python" in output:
+                raise InputError(f"interpreter unusable: {output}", file=self.interpreter)
+            raise BuildFailed(f"{what} failed (uv exit {proc.returncode}):\n{output}")

@@ -1,0 +1,351 @@
+"""PEP 517 runner with real backends in real uv environments: wheels, reproducibility, isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from tests.build.sdists import BACKENDS, Backend, extract_sdist, make_sdist, module_name
+
+from buildprint.build.backend import (
+    LEGACY_BACKEND,
+    BackendFailed,
+    BuildSystem,
+    build_env,
+    build_wheel,
+    get_requires_for_build_wheel,
+    read_build_system,
+)
+from buildprint.build.environment import BuildEnvironment
+from buildprint.errors import BuildFailed, InputError
+
+WheelPathsFor = Callable[[Backend], list[Path]]
+
+# -- read_build_system (no subprocess) -----------------------------------------------------
+
+
+def test_defaults_without_pyproject_or_build_system(tmp_path: Path) -> None:
+    legacy = BuildSystem(["setuptools>=40.8.0"], LEGACY_BACKEND, None)
+    assert read_build_system(tmp_path) == legacy
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert read_build_system(tmp_path) == legacy
+
+    (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools", "cffi"]\n')
+    assert read_build_system(tmp_path) == BuildSystem(["setuptools", "cffi"], LEGACY_BACKEND, None)
+
+
+def test_backend_path_is_read_and_must_stay_inside(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "local:backend"\nbackend-path = ["_b"]\n'
+    )
+    assert read_build_system(tmp_path) == BuildSystem([], "local:backend", ["_b"])
+
+    pyproject.write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "x"\n\nbackend-path = ["../out"]\n'
+    )
+    with pytest.raises(InputError, match="leaves the source tree") as caught:
+        read_build_system(tmp_path)
+    assert (caught.value.file, caught.value.line) == (str(pyproject), 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "match"),
+    [
+        ('[project]\nname = "x"\n[build-system]\nrequires = ["a",\n', 5, "malformed TOML"),
+        ('[project]\nname = "x"\n\n[build-system]\nbuild-backend = "b"\n', 4, "no 'requires'"),
+        ('[build-system]\nrequires = "setuptools"\n', 2, "list of strings"),
+        ('[build-system]\nrequires = ["not a req!!"]\n', 2, "invalid requirement"),
+        ('[build-system]\nrequires = []\n"build-backend" = "a b"\n', 3, "module:object"),
+    ],
+)
+def test_malformed_build_system_names_file_and_line(
+    tmp_path: Path, text: str, line: int, match: str
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(text)
+    with pytest.raises(InputError, match=match) as caught:
+        read_build_system(tmp_path)
+    assert caught.value.file == str(tmp_path / "pyproject.toml")
+    assert caught.value.line == line
+
+
+# -- real builds -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def envs(
+    tmp_path_factory: pytest.TempPathFactory, wheel_paths_for: WheelPathsFor
+) -> Iterator[dict[Backend, BuildEnvironment]]:
+    """One environment per backend, shared by the module (the C extension uses setuptools')."""
+    root = tmp_path_factory.mktemp("envs")
+    made: dict[Backend, BuildEnvironment] = {}
+    try:
+        for backend in ("setuptools", "hatchling", "flit_core"):
+            env = BuildEnvironment(root / backend).create()
+            env.install(wheel_paths_for(backend))
+            made[backend] = env
+        made["c-ext"] = made["setuptools"]
+        yield made
+    finally:
+        for env in made.values():
+            env.remove()
+
+
+def install_and_run(wheel: Path, where: Path, code: str) -> str:
+    """pip-install ``wheel`` into a fresh target folder and run ``code`` against it."""
+    target = where / "target"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--root-user-action=ignore"]
+    subprocess.run(
+        [*pip, "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        check=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=where,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backend_builds_an_installable_wheel_twice_identically(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment], backend: Backend
+) -> None:
+    name = f"demo-{backend.replace('_', '-')}"
+    module = module_name(name)
+    sdist = make_sdist(tmp_path / "sdists", name, "2.3.1", backend)
+    env = envs[backend]
+
+    wheels = []
+    for run in ("first", "second"):
+        # Same work path each time, re-extracted: the documented way to build.
+        source = extract_sdist(sdist, tmp_path / "work")
+        requires = get_requires_for_build_wheel(source, env)
+        installed = {w.name for w in env.installed}
+        assert all(canonicalize_name(Requirement(r).name) in installed for r in requires)
+        wheels.append(build_wheel(source, env, tmp_path / run))
+
+    first, second = wheels
+    assert first.name.startswith(f"{module}-2.3.1-")
+    assert first.read_bytes() == second.read_bytes(), f"{backend} rebuild differs"
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging left
+
+    code = f"import {module} as m; print(m.__version__)"
+    if backend == "c-ext":
+        assert first.name.endswith(".whl") and "-py3-none-any" not in first.name
+        code += "; print(m.add(2, 40)); print(m._speedups.__file__.endswith('.so'))"
+    output = install_and_run(first, tmp_path, code).splitlines()
+    assert output[0] == "2.3.1"
+    if backend == "c-ext":
+        assert output[1:] == ["42", "True"]
+
+
+@pytest.mark.slow
+def test_c_extension_is_identical_across_paths_with_a_prefix_map(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment]
+) -> None:
+    sdist = make_sdist(tmp_path / "sdists", "native", "1.0", "c-ext")
+    digests = []
+    for place in ("a", "somewhere/else"):
+        source = extract_sdist(sdist, tmp_path / place)
+        # -g records the compile directory; mapping it away makes the path irrelevant.
+        flags = {"CFLAGS": f"-ffile-prefix-map={source}=."}
+        wheel = build_wheel(source, envs["c-ext"], tmp_path / "out" / place, extra_env=flags)
+        digests.append(wheel.read_bytes())
+    assert digests[0] == digests[1]
+
+
+ENV_DUMP_SETUP = """\
+import json, os
+from setuptools import setup
+
+with open("envdump/_buildenv.py", "w") as handle:
+    handle.write("ENV = " + repr(json.dumps(dict(os.environ))) + "\\n")
+setup()
+"""
+
+
+@pytest.mark.slow
+def test_only_the_allow_list_and_given_variables_reach_the_backend(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANARY_SECRET", "hunter2-do-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    sdist = make_sdist(tmp_path, "envdump", "1.0", "setuptools", files={"setup.py": ENV_DUMP_SETUP})
+    source = extract_sdist(sdist, tmp_path / "work")
+    env = envs["setuptools"]
+
+    wheel = build_wheel(
+        source,
+        env,
+        tmp_path / "out",
+        extra_env={"BUILD_FLAVOR": "blue", "CFLAGS": "-O1"},
+        source_date_epoch=1_234_567_890,
+    )
+
+    seen = json.loads(
+        install_and_run(wheel, tmp_path, "import envdump._buildenv as b; print(b.ENV)")
+    )
+    assert seen["BUILD_FLAVOR"] == "blue"
+    assert seen["CFLAGS"] == "-O1"
+    assert seen["SOURCE_DATE_EPOCH"] == "1234567890"
+    assert seen["LANG"] == "C.UTF-8"
+    assert seen["PATH"].split(os.pathsep)[0] == str(env.bin_dir)
+    assert "CANARY_SECRET" not in seen
+    assert "AWS_SECRET_ACCESS_KEY" not in seen
+    # Every caller variable the backend saw is one the runner sets or passes on purpose
+    # (Python itself may coerce LC_CTYPE, PEP 538); anything else is a leak.
+    given = set(build_env(env, {"BUILD_FLAVOR": "blue", "CFLAGS": "-O1"}))
+    assert given >= {"PATH", "HOME", "LANG"}
+    assert "CANARY_SECRET" not in given
+    leaked = {k for k in seen if k in os.environ and k not in given and k != "LC_CTYPE"}
+    assert leaked == set()
+    # SOURCE_DATE_EPOCH (2009-02-13 UTC) also set the wheel's zip timestamps.
+    with zipfile.ZipFile(wheel) as archive:
+        assert {info.date_time[:3] for info in archive.infolist()} == {(2009, 2, 13)}
+
+
+@pytest.mark.slow
+def test_config_settings_reach_the_backend(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment]
+) -> None:
+    sdist = make_sdist(tmp_path, "tagged", "1.0", "setuptools")
+    source = extract_sdist(sdist, tmp_path / "work")
+
+    wheel = build_wheel(
+        source,
+        envs["setuptools"],
+        tmp_path / "out",
+        config_settings={"--build-option": ["--build-number=7"]},
+    )
+
+    assert wheel.name == "tagged-1.0-7-py3-none-any.whl"
+
+
+IN_TREE_BACKEND = """\
+from setuptools.build_meta import *  # noqa: F403
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    extra = (config_settings or {}).get("extra")
+    return ["cffi>=1.15"] + ([extra] if extra else [])
+"""
+
+
+def test_in_tree_backend_and_config_settings_for_requires(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment]
+) -> None:
+    sdist = make_sdist(
+        tmp_path,
+        "intree",
+        "1.0",
+        "setuptools",
+        files={
+            "_backend/local_backend.py": IN_TREE_BACKEND,
+            "pyproject.toml": textwrap.dedent(
+                """\
+                [build-system]
+                requires = ["setuptools>=64"]
+                build-backend = "local_backend"
+                backend-path = ["_backend"]
+
+                [project]
+                name = "intree"
+                version = "1.0"
+                """
+            ),
+        },
+    )
+    source = extract_sdist(sdist, tmp_path / "work")
+
+    requires = get_requires_for_build_wheel(
+        source, envs["setuptools"], config_settings={"extra": "numpy>=2"}
+    )
+
+    assert requires == ["cffi>=1.15", "numpy>=2"]
+
+
+FAILING_SETUP = """\
+import sys
+
+for number in range(50):
+    print(f"progress line {number}", file=sys.stderr)
+raise RuntimeError("boom: the build is broken")
+"""
+
+
+def test_a_failing_backend_raises_build_failed_with_the_log_tail(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment]
+) -> None:
+    sdist = make_sdist(tmp_path, "broken", "1.0", "setuptools", files={"setup.py": FAILING_SETUP})
+    source = extract_sdist(sdist, tmp_path / "work")
+    out = tmp_path / "out"
+
+    with pytest.raises(BuildFailed) as caught:
+        build_wheel(source, envs["setuptools"], out, log_path=tmp_path / "broken.log")
+
+    error = caught.value
+    assert isinstance(error, BackendFailed)
+    assert error.exit_code == 1
+    assert error.log_path == tmp_path / "broken.log"
+    assert error.file == str(tmp_path / "broken.log")
+    log = error.log_path.read_text()
+    assert "progress line 0\n" in log
+    assert "boom: the build is broken" in error.log_tail
+    assert "boom: the build is broken" in str(error)
+    assert len(error.log_tail.splitlines()) == 30
+    assert "progress line 0\n" not in error.log_tail + "\n"
+    assert list(out.iterdir()) == []  # no wheel, no staging folder
+
+
+def test_an_unknown_backend_is_a_build_failure(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment]
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "no_such_backend.api"\n'
+    )
+
+    with pytest.raises(BackendFailed, match="could not be imported") as caught:
+        build_wheel(tmp_path / "src", envs["flit_core"], tmp_path / "out")
+
+    assert caught.value.log_path == tmp_path / "src.build.log"
+    assert "no_such_backend" in caught.value.log_path.read_text()
+
+
+def test_environment_installs_only_the_given_wheels(
+    tmp_path: Path, wheel_paths_for: WheelPathsFor
+) -> None:
+    wheels = wheel_paths_for("flit_core")
+    with BuildEnvironment(tmp_path / "env") as env:
+        env.install(wheels)
+        probe = subprocess.run(
+            [str(env.python), "-c", "import flit_core, sys; print(sys.prefix)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert Path(probe.stdout.strip()) == env.path
+        missing = subprocess.run([str(env.python), "-c", "import setuptools"], check=False)
+        assert missing.returncode != 0
+        assert [w.name for w in env.installed] == ["flit-core"]
+        with pytest.raises(InputError) as caught:
+            env.install([tmp_path / "nope-1.0-py3-none-any.whl"])
+        assert caught.value.file == str(tmp_path / "nope-1.0-py3-none-any.whl")
+    assert not env.path.exists()
