@@ -200,3 +200,12 @@ def test_distfile_local_path_round_trips(tmp_path: Path) -> None:
     (found,) = PackageIndex(str(wheel.parent)).files("delta")
     assert isinstance(found, DistFile) and found.is_local
     assert found.local_path == wheel.resolve()
+
+
+def test_missing_local_locations_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="index folder does not exist") as err:
+        PackageIndex(str(tmp_path / "nowhere")).files("alpha")
+    assert err.value.file == str(tmp_path / "nowhere")
+    index = PackageIndex(str(tmp_path), find_links=[str(tmp_path / "gone")])
+    with pytest.raises(InputError, match="find-links location does not exist"):
+        index.files("alpha")

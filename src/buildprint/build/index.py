@@ -373,6 +373,10 @@ class PackageIndex:
                     ) from None
                 return _files_from_json(data, base, redact_url(url))
             return _files_from_html(response.text, base)
+        if not root.is_dir():
+            raise InputError(
+                f"the package index folder does not exist ({INDEX_SETTINGS_HINT})", file=root
+            )
         # A PEP 503 tree: <root>/<name>/index.html, or a folder per project without index.html.
         for project_dir in (root / name, root / "simple" / name):
             page = project_dir / "index.html"
@@ -389,6 +393,10 @@ class PackageIndex:
         if cached is not None:
             return cached
         path = local_path(link)
+        if path is not None and not path.exists():
+            raise InputError(
+                f"the find-links location does not exist ({INDEX_SETTINGS_HINT})", file=path
+            )
         if path is None:
             response = self._get(link, "text/html")
             files = [] if response is None else _files_from_html(response.text, str(response.url))
