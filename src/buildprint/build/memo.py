@@ -1,0 +1,57 @@
+"""A small persistent memo (JSON in the store) so unchanged inputs are not re-read."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Memo", "stat_key"]
+
+
+def stat_key(path: Path) -> str | None:
+    """Identity of a file's current state: (size, mtime_ns, inode, ctime_ns); None if absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+class Memo:
+    """Key -> JSON value, loaded once, saved atomically when changed. A missing or corrupt
+    file is an empty memo: a memo only ever saves work, it never decides anything."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._dirty = False
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self._data: dict[str, Any] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self._data = {}
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            return self._data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            if self._data.get(key) != value:
+                self._data[key] = value
+                self._dirty = True
+
+    def save(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".memo-", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self._data, handle, sort_keys=True)
+            os.replace(tmp, self.path)
+            self._dirty = False

@@ -1,0 +1,420 @@
+"""Planning: the package graph, each package's signature, and what to do about it.
+
+For each package, in dependency order: collect its inputs, compose its manifest, look in the
+local store, then the remotes, and decide ``reuse``, ``fetch``, ``build`` or ``pending``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from buildprint.build.lock import Lock, LockedBuildDeps
+from buildprint.build.sources import ResolvedSource, SourceResolver
+from buildprint.errors import InputError
+from buildprint.inputs.env import env_value
+from buildprint.inputs.host import HOST_VARIABLE, host_value
+from buildprint.inputs.patches import find_patches, patches_value
+from buildprint.inputs.plugin import function_reference, plugin_digest
+from buildprint.inputs.toolchain import interpreter_identity, toolchain_value
+from buildprint.project.plugins import PluginHooks, call_hook, load_function, load_hooks
+from buildprint.project.project import Project
+from buildprint.project.settings import PackageSettings
+from buildprint.signature.canonical import CanonicalValue
+from buildprint.signature.compose import (
+    DependencyInput,
+    PendingDependencies,
+    SignatureInputs,
+    compose,
+)
+from buildprint.signature.diff import Change, diff
+from buildprint.signature.manifest import Manifest, PackageRef
+from buildprint.signature.policy import SignatureDraft
+from buildprint.store.local import LocalStore
+from buildprint.store.record import ActionRecord
+
+__all__ = ["Decision", "DepResult", "PackageNode", "PackageView", "Planner", "RemoteLookup"]
+
+
+class HookVersion(str):
+    """A version string with the granularities hooks ask for (``pkg.version.major_minor``)."""
+
+    __slots__ = ()
+
+    @property
+    def major_minor(self) -> str:
+        from buildprint.signature.compose import reduce_version
+
+        return reduce_version(self, "minor")
+
+    @property
+    def major(self) -> str:
+        from buildprint.signature.compose import reduce_version
+
+        return reduce_version(self, "major")
+
+
+@dataclass(frozen=True)
+class PackageView:
+    """What plugin hooks see as ``pkg``."""
+
+    name: str
+    version: HookVersion
+    settings: PackageSettings
+
+
+@dataclass
+class PackageNode:
+    """One package of the graph, with everything found about it before signing."""
+
+    name: str
+    version: str
+    settings: PackageSettings
+    settings_file: Path
+    source: ResolvedSource
+    patches: list[Path]
+    locked: LockedBuildDeps
+    deps: tuple[str, ...] = ()
+
+    @property
+    def view(self) -> PackageView:
+        return PackageView(self.name, HookVersion(self.version), self.settings)
+
+
+@dataclass(frozen=True)
+class DepResult:
+    """What a decided (or finished) dependency offers its dependents."""
+
+    version: str
+    signature: str | None
+    artifact: str | None
+
+
+@dataclass
+class Decision:
+    """What to do about one package, and why."""
+
+    node: PackageNode
+    action: str  # reuse | fetch | build | pending
+    manifest: Manifest | None = None
+    record: ActionRecord | None = None
+    changes: list[Change] = field(default_factory=list)
+    reason: str = ""
+    pending_on: list[str] = field(default_factory=list)
+    closest: str | None = None  # signature of the stored build compared against
+
+    @property
+    def signature(self) -> str | None:
+        return self.manifest.signature if self.manifest else None
+
+    def result(self) -> DepResult:
+        artifact = self.record.artifacts[0].content_digest if self.record else None
+        return DepResult(self.node.version, self.signature, artifact)
+
+
+class RemoteLookup(Protocol):
+    def lookup(self, signature: str) -> ActionRecord | None: ...
+
+
+LockStep = Callable[
+    [str, Requirement, ResolvedSource, list[Path], PackageSettings], LockedBuildDeps
+]
+
+
+class Planner:
+    """Computes signatures and decisions; the builder calls :meth:`decide` again as
+    dependencies finish."""
+
+    def __init__(
+        self,
+        project: Project,
+        store: LocalStore,
+        resolver: SourceResolver,
+        lock: Lock,
+        *,
+        remotes: RemoteLookup | None = None,
+        force: Iterable[str] = (),
+        reuse_by_version: Iterable[str] = (),
+        python: str = sys.executable,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.project = project
+        self.store = store
+        self.resolver = resolver
+        self.lock = lock
+        self.remotes = remotes
+        self.force = {canonicalize_name(n) for n in force}
+        self.reuse_by_version = {canonicalize_name(n) for n in reuse_by_version}
+        self.python = python
+        self.environ = dict(os.environ if environ is None else environ)
+        self._toolchain: dict[str, CanonicalValue] | None = None
+        self._host_hook: PluginHooks | None = None
+        self._hooks: dict[str, PluginHooks] = {}
+
+    # -- the graph -------------------------------------------------------------------------
+
+    def load_graph(
+        self, requirements: Sequence[Requirement], lock_step: LockStep
+    ) -> list[PackageNode]:
+        """Nodes in dependency order. Packages missing from the lock are locked via
+        ``lock_step`` (which may build an environment); the caller saves the lock."""
+        seen: dict[str, Requirement] = {}
+        for req in requirements:
+            name: str = canonicalize_name(req.name)
+            if name in seen and str(seen[name].specifier) != str(req.specifier):
+                raise InputError(f"{name} is required twice: {seen[name]} and {req}")
+            seen[name] = req
+        nodes: dict[str, PackageNode] = {}
+        for name, req in seen.items():
+            settings = self.project.package_settings(name)
+            settings_file = self.project.settings_file(name)
+            source = self.resolver.resolve(req, settings.source, settings_file)
+            patches = find_patches(self.project.patches_dir, name, source.version)
+            locked = self.lock.get(name)
+            if locked is None or not _lock_fits(locked, source):
+                locked = lock_step(name, req, source, patches, settings)
+                self.lock.set(name, locked)
+            nodes[name] = PackageNode(
+                name, source.version, settings, settings_file, source, patches, locked
+            )
+        for node in nodes.values():
+            node.deps = tuple(
+                sorted(
+                    {canonicalize_name(Requirement(r).name) for r in node.locked.requires}
+                    & set(nodes) - {node.name}
+                )
+            )
+        return _topological(nodes)
+
+    # -- signatures ------------------------------------------------------------------------
+
+    def toolchain(self) -> dict[str, CanonicalValue]:
+        if self._toolchain is None:
+            self._toolchain = toolchain_value(self.python)
+        return self._toolchain
+
+    def _host(self, node: PackageNode) -> dict[str, CanonicalValue]:
+        variable = self.environ.get(HOST_VARIABLE)
+        reference = self.project.settings.signature.host_hook
+        if reference is None:
+            return host_value(variable)
+        if self._host_hook is None:
+            self._host_hook = load_function(self.project.root, reference)
+        hooks, function = self._host_hook, reference.split(":", 1)[1]
+        return host_value(
+            variable, lambda: call_hook(hooks, function, node.view), hook_file=str(hooks.file)
+        )
+
+    def hooks(self, node: PackageNode) -> PluginHooks | None:
+        """The plugin hooks acting on ``node`` (loaded once per run)."""
+        module = node.settings.plugin
+        if module is None:
+            return None
+        if module not in self._hooks:
+            self._hooks[module] = load_hooks(self.project.root, module)
+        return self._hooks[module]
+
+    def inputs(self, node: PackageNode, deps: Mapping[str, DepResult]) -> SignatureInputs:
+        """Everything that goes into ``node``'s signature."""
+        settings = node.settings
+        pass_through = {
+            name: self.environ.get(name)
+            for name in self.project.settings.signature.env_pass_through
+        }
+        plugin = plugin_digest(self.project.root, settings.plugin) if settings.plugin else None
+        host = self._host(node)
+        reference = self.project.settings.signature.host_hook
+        recorded: dict[str, CanonicalValue] = {
+            "source": node.source.provenance(),  # type: ignore[dict-item]
+            "python": interpreter_identity(self.python)["full_version"],
+        }
+        if reference is not None:
+            recorded["host-hook"] = function_reference(self.project.root, reference)
+        return SignatureInputs(
+            package=PackageRef(node.name, node.version),
+            source=node.source.digest,
+            patches=patches_value(node.patches),
+            settings=settings.build_settings(),
+            env=env_value(settings.env, pass_through),
+            plugin=plugin,
+            build_deps={
+                w.name: {"version": w.version, "sha256": w.sha256} for w in _locked_wheels(node)
+            },
+            deps=tuple(
+                DependencyInput(dep, deps[dep].version, deps[dep].signature, deps[dep].artifact)
+                for dep in node.deps
+            ),
+            toolchain=self.toolchain(),
+            host=host,
+            configs=dict(settings.configs),
+            rebuild=settings.rebuild,
+            recorded=recorded,
+        )
+
+    def manifest(self, node: PackageNode, deps: Mapping[str, DepResult]) -> Manifest:
+        inputs = self.inputs(node, deps)
+        hook = None
+        hooks = self.hooks(node)
+        if hooks is not None and "signature" in hooks:
+            view = node.view
+
+            def hook(sig: SignatureDraft) -> None:
+                call_hook(hooks, "signature", view, sig)
+
+        return compose(inputs, node.settings.signature.policy(), hook)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decide(self, node: PackageNode, deps: Mapping[str, DepResult]) -> Decision:
+        try:
+            manifest = self.manifest(node, deps)
+        except PendingDependencies as pending:
+            return Decision(
+                node,
+                "pending",
+                pending_on=pending.names,
+                reason="waits for " + ", ".join(pending.names),
+            )
+        signature = manifest.signature
+        forced = node.name in self.force
+        if not forced:
+            record = self.store.get_record(signature)
+            if record is not None:
+                return Decision(
+                    node, "reuse", manifest, record, reason="same signature in the local store"
+                )
+            if self.remotes is not None:
+                remote = self.remotes.lookup(signature)
+                if remote is not None:
+                    return Decision(
+                        node, "fetch", manifest, remote, reason="same signature in a remote cache"
+                    )
+        closest = self.closest(node, manifest)
+        changes = diff(closest.manifest_obj, manifest, self.lookup_manifest) if closest else []
+        if not forced and (node.settings.reuse == "version" or node.name in self.reuse_by_version):
+            same_version = self._same_version(node)
+            if same_version is not None:
+                old = Manifest.from_json(
+                    same_version.manifest, source=f"store:{same_version.signature}"
+                )
+                return Decision(
+                    node,
+                    "reuse",
+                    manifest,
+                    same_version,
+                    diff(old, manifest, self.lookup_manifest),
+                    reason="reuse by version: an existing wheel of the same version",
+                    closest=same_version.signature,
+                )
+        reason = "forced" if forced else ("inputs changed" if changes else "never built")
+        return Decision(
+            node,
+            "build",
+            manifest,
+            changes=changes,
+            reason=reason,
+            closest=closest.record.signature if closest else None,
+        )
+
+    def lookup_manifest(self, signature: str) -> Manifest | None:
+        record = self.store.get_record(signature)
+        if record is None:
+            return None
+        try:
+            return Manifest.from_json(record.manifest, source=f"store:{signature}")
+        except InputError:
+            return None
+
+    def closest(self, node: PackageNode, manifest: Manifest) -> _Candidate | None:
+        """The stored build most like ``manifest``: same toolchain first, then same version,
+        then the most equal components (Conan's ``graph explain`` order)."""
+        entries = self.store.index_entries(node.name)
+        if not entries:
+            return None
+        mine = {name: c.digest for name, c in manifest.components.items()}
+
+        def rank(entry: Any) -> tuple[int, int, int]:
+            same_toolchain = entry.components.get("toolchain") == mine.get("toolchain")
+            same_version = entry.version == node.version
+            equal = sum(1 for k, v in mine.items() if entry.components.get(k) == v)
+            return (int(same_toolchain), int(same_version), equal)
+
+        for entry in sorted(entries, key=rank, reverse=True):
+            record = self.store.get_record(entry.signature)
+            if record is None:
+                continue
+            try:
+                old = Manifest.from_json(record.manifest, source=f"store:{entry.signature}")
+            except InputError:
+                continue
+            return _Candidate(record, old)
+        return None
+
+    def _same_version(self, node: PackageNode) -> ActionRecord | None:
+        for record in self.store.find(node.name, node.version):
+            return record
+        return None
+
+    def plan(self, nodes: Sequence[PackageNode]) -> list[Decision]:
+        """Decisions for all nodes, assuming nothing is built during the plan."""
+        results: dict[str, DepResult] = {}
+        decisions = []
+        for node in nodes:
+            known = {d: results[d] for d in node.deps if d in results}
+            missing = [d for d in node.deps if d not in known]
+            if missing:
+                decision = Decision(
+                    node, "pending", pending_on=missing, reason="waits for " + ", ".join(missing)
+                )
+            else:
+                decision = self.decide(node, known)
+            decisions.append(decision)
+            if decision.action in ("reuse", "fetch"):
+                results[node.name] = decision.result()
+            elif decision.action == "build" and decision.manifest is not None:
+                # Known signature, unknown artifact: dependents in artifact mode are pending.
+                results[node.name] = DepResult(node.version, decision.signature, None)
+        return decisions
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    record: ActionRecord
+    manifest_obj: Manifest
+
+
+def _locked_wheels(node: PackageNode) -> list[Any]:
+    built = set(node.deps)
+    return [w for w in node.locked.wheels if canonicalize_name(w.name) not in built]
+
+
+def _lock_fits(locked: LockedBuildDeps, source: ResolvedSource) -> bool:
+    return getattr(locked, "source", source.digest) in (None, source.digest)
+
+
+def _topological(nodes: dict[str, PackageNode]) -> list[PackageNode]:
+    order: list[PackageNode] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join((*path[path.index(name) :], name))
+            raise InputError(f"dependency cycle: {cycle}")
+        state[name] = 1
+        for dep in nodes[name].deps:
+            visit(dep, (*path, name))
+        state[name] = 2
+        order.append(nodes[name])
+
+    for name in sorted(nodes):
+        visit(name, ())
+    return order

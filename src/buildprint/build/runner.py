@@ -1,0 +1,334 @@
+"""Running builds: prepare a source, build its wheel in a fresh environment, store it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from buildprint.build import backend
+from buildprint.build.environment import BuildEnvironment
+from buildprint.build.index import PackageIndex
+from buildprint.build.lock import LockedBuildDeps, PinnedWheel, fetch_pinned, resolve
+from buildprint.build.patching import apply_patches
+from buildprint.build.planner import Decision, DepResult, PackageNode, Planner
+from buildprint.build.sources import ResolvedSource, SourceResolver
+from buildprint.build.wheel import artifact_digest, embed_manifest
+from buildprint.build.wheelhouse import Wheelhouse
+from buildprint.errors import BuildFailed, BuildprintError
+from buildprint.inputs.archive import safe_extract
+from buildprint.project.plugins import call_hook
+from buildprint.project.settings import PackageSettings
+from buildprint.store.local import LocalStore
+from buildprint.store.record import ActionRecord, Artifact
+
+__all__ = ["Builder", "Outcome", "Preparer"]
+
+
+@dataclass
+class Outcome:
+    """What happened to one package in a build run."""
+
+    decision: Decision
+    done: str  # reused | fetched | built | failed
+    record: ActionRecord | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    log: Path | None = None
+    signature_seconds: float = 0.0
+
+    def result(self) -> DepResult | None:
+        if self.record is None:
+            return None
+        return DepResult(
+            self.decision.node.version,
+            self.record.signature,
+            self.record.artifacts[0].content_digest,
+        )
+
+
+@dataclass
+class Preparer:
+    """Turns a source into a patched tree at a stable path, and locks build requirements."""
+
+    index: PackageIndex
+    resolver: SourceResolver
+    work_root: Path
+    python: str
+    python_version: str
+    built_names: set[str] = field(default_factory=set)
+
+    def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
+        """Extract (or copy) the source into ``dest`` and apply the patches in order."""
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        located = self.resolver.fetch(source)
+        if located.is_dir():
+            root = dest / f"{source.name}-{source.version}"
+            shutil.copytree(located, root, symlinks=True)
+        else:
+            root = safe_extract(located, dest)
+        apply_patches(root, list(patches))
+        return root
+
+    def wheels(self, pinned: Sequence[PinnedWheel]) -> list[Path]:
+        """Download (verified, cached) the locked wheels, under their own file names."""
+        return [fetch_pinned(w, self.index) for w in pinned]
+
+    def lock(
+        self,
+        name: str,
+        requirement: Requirement,
+        source: ResolvedSource,
+        patches: list[Path],
+        settings: PackageSettings,
+    ) -> LockedBuildDeps:
+        """Find the package's build requirements (static and from the backend) and pin them."""
+        del requirement
+        with tempfile.TemporaryDirectory(dir=self._tmp()) as tmp:
+            root = self.source_tree(source, patches, Path(tmp) / "src")
+            system = backend.read_build_system(root)
+            static = [r for r in system.requires if not self._is_built(r, name)]
+            wheels = (
+                resolve(static, self.index, self.python_version, origin=root / "pyproject.toml")
+                if static
+                else []
+            )
+            with BuildEnvironment(Path(tmp) / "env", interpreter=self.python) as env:
+                env.install(self.wheels(wheels))
+                dynamic = backend.get_requires_for_build_wheel(
+                    root,
+                    env,
+                    settings.config_settings,
+                    settings.env,
+                    log_path=Path(tmp) / "lock.log",
+                )
+            requires = list(dict.fromkeys([*system.requires, *dynamic]))
+            extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
+            if extra:
+                wheels = resolve(
+                    [*static, *extra],
+                    self.index,
+                    self.python_version,
+                    preferences=wheels,
+                    origin=root / "pyproject.toml",
+                )
+        return LockedBuildDeps(requires=requires, wheels=wheels)
+
+    def _is_built(self, requirement: str, name: str) -> bool:
+        other = canonicalize_name(Requirement(requirement).name)
+        return other in self.built_names and other != name
+
+    def _tmp(self) -> Path:
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        return self.work_root
+
+
+Progress = Callable[[str, Decision | Outcome], None]
+
+
+class Builder:
+    """Executes decisions with ``jobs`` workers; a package starts once its dependencies have
+    finished; a failure fails its dependents but nothing else."""
+
+    def __init__(
+        self,
+        planner: Planner,
+        preparer: Preparer,
+        store: LocalStore,
+        wheelhouse: Wheelhouse,
+        logs: Path,
+        *,
+        fetch: Callable[[ActionRecord], None] | None = None,
+        push: Callable[[ActionRecord], None] | None = None,
+        source_date_epoch: int = backend.DEFAULT_SOURCE_DATE_EPOCH,
+    ) -> None:
+        self.planner = planner
+        self.preparer = preparer
+        self.store = store
+        self.wheelhouse = wheelhouse
+        self.logs = logs
+        self.fetch = fetch
+        self.push = push
+        self.source_date_epoch = source_date_epoch
+
+    def run(
+        self, nodes: Sequence[PackageNode], jobs: int, progress: Progress | None = None
+    ) -> list[Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        remaining = {n.name: n for n in nodes}
+        running: dict[Future[Outcome], str] = {}
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            while remaining or running:
+                for name, node in list(remaining.items()):
+                    if any(d in remaining or d in running.values() for d in node.deps):
+                        continue
+                    del remaining[name]
+                    failed = [d for d in node.deps if outcomes[d].done == "failed"]
+                    if failed:
+                        decision = Decision(node, "build", reason="dependency failed")
+                        outcomes[name] = Outcome(
+                            decision, "failed", error=f"dependency {', '.join(failed)} failed"
+                        )
+                        if progress:
+                            progress("done", outcomes[name])
+                        continue
+                    deps = {d: outcomes[d].result() for d in node.deps}
+                    running[pool.submit(self._one, node, deps, progress)] = name  # type: ignore[arg-type]
+                if not running:
+                    continue
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    outcomes[name] = future.result()
+                    if progress:
+                        progress("done", outcomes[name])
+        return [outcomes[n.name] for n in nodes]
+
+    def _one(
+        self, node: PackageNode, deps: Mapping[str, DepResult], progress: Progress | None
+    ) -> Outcome:
+        started = time.monotonic()
+        try:
+            decision = self.planner.decide(node, deps)
+        except BuildprintError as exc:
+            return Outcome(Decision(node, "build", reason="bad input"), "failed", error=str(exc))
+        signed = time.monotonic() - started
+        if progress:
+            progress("start", decision)
+        try:
+            if decision.action == "reuse":
+                assert decision.record is not None
+                self._place(decision.record)
+                outcome = Outcome(decision, "reused", decision.record)
+            elif decision.action == "fetch":
+                assert decision.record is not None and self.fetch is not None
+                self.fetch(decision.record)
+                self._place(decision.record)
+                outcome = Outcome(decision, "fetched", decision.record)
+            else:
+                outcome = self._build(decision, deps)
+        except BuildprintError as exc:
+            log = self.logs / f"{node.name}-{node.version}.log"
+            outcome = Outcome(decision, "failed", error=str(exc), log=log if log.exists() else None)
+        outcome.seconds = time.monotonic() - started
+        outcome.signature_seconds = signed
+        return outcome
+
+    def _place(self, record: ActionRecord) -> None:
+        for artifact in record.artifacts:
+            blob = self.store.blob_path(artifact.sha256)
+            if blob is None:
+                raise BuildFailed(f"{record.name}: stored wheel {artifact.filename} is missing")
+            with tempfile.TemporaryDirectory(dir=self.preparer._tmp()) as tmp:
+                named = Path(tmp) / artifact.filename
+                os.link(blob, named) if _same_device(blob, Path(tmp)) else shutil.copyfile(
+                    blob, named
+                )
+                self.wheelhouse.add(named)
+
+    def _build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
+        node = decision.node
+        manifest = decision.manifest
+        assert manifest is not None
+        # A stable path per package so paths compiled into extensions do not vary between runs.
+        work = self.preparer.work_root / f"{node.name}-{node.version}"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{node.name}-{node.version}.log"
+        log.unlink(missing_ok=True)
+        try:
+            root = self.preparer.source_tree(node.source, node.patches, work / "src")
+            hooks = self.planner.hooks(node)
+            view = node.view
+            if hooks is not None and "prepare_source" in hooks:
+                call_hook(hooks, "prepare_source", view, root)
+            env = dict(node.settings.env)
+            for name in self.planner.project.settings.signature.env_pass_through:
+                if name in self.planner.environ:
+                    env[name] = self.planner.environ[name]
+            if hooks is not None and "update_env" in hooks:
+                env = dict(call_hook(hooks, "update_env", view, dict(env)))
+            with BuildEnvironment(work / "env", interpreter=self.preparer.python) as benv:
+                wheels = self.preparer.wheels(
+                    [w for w in node.locked.wheels if canonicalize_name(w.name) not in node.deps]
+                )
+                wheels += self._dep_wheels(node, deps, work / "deps")
+                benv.install(wheels)
+                out = work / "out"
+                shutil.rmtree(out, ignore_errors=True)
+                if hooks is not None and "build_wheel" in hooks:
+                    built = Path(
+                        call_hook(
+                            hooks,
+                            "build_wheel",
+                            view,
+                            root,
+                            out,
+                            env,
+                            dict(node.settings.config_settings),
+                        )
+                    )
+                else:
+                    built = backend.build_wheel(
+                        root,
+                        benv,
+                        out,
+                        node.settings.config_settings,
+                        env,
+                        source_date_epoch=self.source_date_epoch,
+                        log_path=log,
+                    )
+            final = embed_manifest(built, manifest.to_bytes(), work / "final")
+            sha = self.store.put_blob(final)
+            record = ActionRecord(
+                signature=manifest.signature,
+                name=node.name,
+                version=node.version,
+                manifest=manifest.to_json(),
+                artifacts=(
+                    Artifact(final.name, sha, final.stat().st_size, artifact_digest(final)),
+                ),
+            )
+            self.store.put_record(record)
+            self.wheelhouse.add(final)
+            if self.push is not None:
+                self.push(record)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return Outcome(decision, "built", record, log=log if log.exists() else None)
+
+    def _dep_wheels(
+        self, node: PackageNode, deps: Mapping[str, DepResult], folder: Path
+    ) -> list[Path]:
+        """Wheels of the dependencies built in this graph — exactly the builds this package's
+        signature was computed against — from the store, under their file names."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for dep in node.deps:
+            signature = deps[dep].signature
+            record = self.store.get_record(signature) if signature else None
+            if record is None:
+                raise BuildFailed(f"{node.name}: dependency {dep} has no stored wheel")
+            for artifact in record.artifacts:
+                blob = self.store.blob_path(artifact.sha256)
+                if blob is None:
+                    raise BuildFailed(f"{node.name}: wheel of {dep} is missing from the store")
+                target = folder / artifact.filename
+                shutil.copyfile(blob, target)
+                paths.append(target)
+        return paths
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_dev == b.stat().st_dev
+    except OSError:
+        return False

@@ -1,0 +1,200 @@
+"""Where a package's source comes from, and its content digest (memoized)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_sdist_filename
+from packaging.version import InvalidVersion, Version
+
+from buildprint.build.index import DistFile, PackageIndex
+from buildprint.build.memo import Memo, stat_key
+from buildprint.errors import InputError
+from buildprint.inputs.archive import archive_digest
+from buildprint.project.settings import SourceSpec
+
+__all__ = ["ResolvedSource", "SourceResolver"]
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A package's source: where it is, the canonical content digest, and provenance."""
+
+    name: str
+    version: str
+    location: str  # a local path or a URL (credentials removed)
+    digest: str
+    files: int
+    size: int
+    raw_sha256: str | None
+    dist: DistFile | None = None  # set when the source comes from an index or URL
+    local: Path | None = None  # set when the source is on this machine
+
+    def provenance(self) -> dict[str, str | int | None]:
+        return {
+            "location": self.location,
+            "raw_sha256": self.raw_sha256,
+            "files": self.files,
+            "size": self.size,
+        }
+
+
+def _version_from_filename(path: Path) -> str | None:
+    try:
+        return str(parse_sdist_filename(path.name)[1])
+    except Exception:
+        return None
+
+
+class SourceResolver:
+    """Finds each package's source and its digest. Digests are memoized by raw archive
+    sha256 (immutable) and by file state for local paths, so a no-op plan reads no archive."""
+
+    def __init__(self, root: Path, index: PackageIndex, memo: Memo) -> None:
+        self.root = root
+        self.index = index
+        self.memo = memo
+
+    def resolve(
+        self, requirement: Requirement, spec: SourceSpec | None, settings_file: Path
+    ) -> ResolvedSource:
+        name = canonicalize_name(requirement.name)
+        if spec is not None and spec.path is not None:
+            return self._local(name, requirement, (self.root / spec.path), settings_file)
+        if spec is not None and spec.url is not None:
+            version = self._pinned(requirement)
+            if version is None:
+                raise InputError(
+                    f"{name}: a 'url' source needs a pinned requirement ({name}==VERSION)",
+                    file=settings_file,
+                )
+            assert spec.sha256 is not None  # validated with the settings
+            dist = DistFile(
+                filename=spec.url.rsplit("/", 1)[-1],
+                url=spec.url,
+                sha256=spec.sha256,
+                name=name,
+                version=Version(version),
+                kind="sdist",
+            )
+            return self._from_dist(name, version, dist)
+        version = self._pinned(requirement) or self._newest(requirement)
+        key = f"index:{self.index.index_url}:{name}:{version}"
+        cached = self.memo.get(key)
+        if cached is not None:
+            dist = DistFile(
+                filename=cached["filename"],
+                url=cached["url"],
+                sha256=cached["sha256"],
+                name=name,
+                version=Version(version),
+                kind="sdist",
+            )
+        else:
+            dist = self.index.find_sdist(name, version)
+        resolved = self._from_dist(name, version, dist)
+        if dist.sha256 is not None and not dist.is_local:
+            self.memo.put(key, {"filename": dist.filename, "url": dist.url, "sha256": dist.sha256})
+        return resolved
+
+    @staticmethod
+    def _pinned(requirement: Requirement) -> str | None:
+        specs = list(requirement.specifier)
+        if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+            return specs[0].version
+        return None
+
+    def _newest(self, requirement: Requirement) -> str:
+        candidates = [
+            v for v in self.index.versions(requirement.name) if v in requirement.specifier
+        ]
+        if not candidates:
+            raise InputError(f"no version of {requirement.name} matches {requirement}")
+        return str(max(candidates))
+
+    def _local(
+        self, name: str, requirement: Requirement, path: Path, settings_file: Path
+    ) -> ResolvedSource:
+        state = stat_key(path)
+        if state is None:
+            raise InputError(f"source path {path} does not exist", file=settings_file)
+        version = self._pinned(requirement) or _version_from_filename(path)
+        if version is None:
+            raise InputError(
+                f"{name}: cannot tell the version of {path.name}; pin it ({name}==VERSION)",
+                file=settings_file,
+            )
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise InputError(f"{name}: invalid version {version!r}", file=settings_file) from None
+        if path.is_dir():
+            from buildprint.inputs.tree import tree_digest
+
+            digest = tree_digest(path)
+            return ResolvedSource(
+                name,
+                version,
+                str(path),
+                digest.digest,
+                digest.files,
+                digest.size,
+                None,
+                local=path,
+            )
+        key = f"path:{path.resolve()}"
+        cached = self.memo.get(key)
+        if cached is None or cached.get("state") != state:
+            found = archive_digest(path)
+            cached = {
+                "state": state,
+                "digest": found.digest,
+                "files": found.files,
+                "size": found.size,
+                "raw_sha256": found.raw_sha256,
+            }
+            self.memo.put(key, cached)
+        return ResolvedSource(
+            name,
+            version,
+            str(path),
+            cached["digest"],
+            cached["files"],
+            cached["size"],
+            cached["raw_sha256"],
+            local=path,
+        )
+
+    def _from_dist(self, name: str, version: str, dist: DistFile) -> ResolvedSource:
+        key = f"sha256:{dist.sha256}" if dist.sha256 else None
+        cached = self.memo.get(key) if key else None
+        if cached is None:
+            path = self.index.download(dist)
+            found = archive_digest(path)
+            if dist.sha256 is not None and found.raw_sha256 not in (None, dist.sha256):
+                raise InputError(
+                    f"{dist.filename}: sha256 {found.raw_sha256} does not match the published "
+                    f"{dist.sha256}",
+                    file=dist.url,
+                )
+            cached = {"digest": found.digest, "files": found.files, "size": found.size}
+            self.memo.put(f"sha256:{found.raw_sha256}", cached)
+        return ResolvedSource(
+            name,
+            version,
+            dist.url,
+            cached["digest"],
+            cached["files"],
+            cached["size"],
+            dist.sha256,
+            dist=dist,
+        )
+
+    def fetch(self, source: ResolvedSource) -> Path:
+        """The source on this machine (downloaded and verified when remote)."""
+        if source.local is not None:
+            return source.local
+        assert source.dist is not None
+        return self.index.download(source.dist)
