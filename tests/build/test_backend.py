@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,7 @@ def test_backend_path_is_read_and_must_stay_inside(tmp_path: Path) -> None:
         ('[build-system]\nrequires = "setuptools"\n', 2, "list of strings"),
         ('[build-system]\nrequires = ["not a req!!"]\n', 2, "invalid requirement"),
         ('[build-system]\nrequires = []\n"build-backend" = "a b"\n', 3, "module:object"),
+        ("# top\nbuild-system = 3\n", 2, "must be a table"),
     ],
 )
 def test_malformed_build_system_names_file_and_line(
@@ -312,6 +314,21 @@ def test_a_failing_backend_raises_build_failed_with_the_log_tail(
     assert len(error.log_tail.splitlines()) == 30
     assert "progress line 0\n" not in error.log_tail + "\n"
     assert list(out.iterdir()) == []  # no wheel, no staging folder
+
+
+def test_a_hanging_backend_is_stopped_by_the_timeout(
+    tmp_path: Path, envs: dict[Backend, BuildEnvironment]
+) -> None:
+    hang = "import time\nprint('about to hang', flush=True)\ntime.sleep(60)\n"
+    sdist = make_sdist(tmp_path, "hangs", "1.0", "setuptools", files={"setup.py": hang})
+    source = extract_sdist(sdist, tmp_path / "work")
+
+    started = time.monotonic()
+    with pytest.raises(BackendFailed, match=r"timed out after 1\.5 s") as caught:
+        build_wheel(source, envs["setuptools"], tmp_path / "out", timeout=1.5)
+
+    assert time.monotonic() - started < 30
+    assert "about to hang" in caught.value.log_tail
 
 
 def test_an_unknown_backend_is_a_build_failure(

@@ -9,9 +9,11 @@ debug info), so callers must build in a directory that does not vary between run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import tomllib
@@ -91,7 +93,7 @@ class BackendFailed(BuildFailed):
 
 def _key_line(text: str, table: str, key: str) -> int | None:
     """Line (1-based) of ``key = ...`` inside ``[table]``; good enough to point a user at it."""
-    in_table = False
+    in_table = table == ""  # "" means the top level, before any [table] header
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if line.startswith("["):
@@ -237,9 +239,10 @@ def _tail(log_path: Path, count: int = LOG_TAIL_LINES) -> str:
 class _Runner:
     """A pyproject_hooks subprocess runner: clean environment, output appended to a log file."""
 
-    def __init__(self, base_env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, base_env: dict[str, str], log_path: Path, timeout: float | None) -> None:
         self.base_env = base_env
         self.log_path = log_path
+        self.timeout = timeout
 
     def __call__(
         self,
@@ -254,15 +257,25 @@ class _Runner:
         with self.log_path.open("ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
-            subprocess.run(
+            # Own process group, so a timeout also stops the compilers the backend started.
+            process = subprocess.Popen(
                 list(cmd),
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                check=True,
+                start_new_session=True,
             )
+            try:
+                returncode = process.wait(timeout=self.timeout)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise
+        if returncode != 0:
+            raise subprocess.CalledProcessError(returncode, list(cmd))
 
 
 def _call(
@@ -272,6 +285,7 @@ def _call(
     extra_env: Mapping[str, str] | None,
     source_date_epoch: int,
     log_path: Path | None,
+    timeout: float | None,
     kwargs: dict[str, Any],
 ) -> Any:
     source_dir = Path(source_dir).absolute()
@@ -279,7 +293,7 @@ def _call(
         raise InputError("source directory does not exist", file=source_dir)
     system = read_build_system(source_dir)
     log = Path(log_path).absolute() if log_path is not None else default_log_path(source_dir)
-    runner = _Runner(build_env(env, extra_env, source_date_epoch=source_date_epoch), log)
+    runner = _Runner(build_env(env, extra_env, source_date_epoch=source_date_epoch), log, timeout)
     caller = BuildBackendHookCaller(
         str(source_dir),
         system.backend,
@@ -299,6 +313,8 @@ def _call(
         return getattr(caller, hook)(**kwargs)
     except subprocess.CalledProcessError as exc:
         raise failed(f"failed (exit {exc.returncode})") from None
+    except subprocess.TimeoutExpired as exc:
+        raise failed(f"timed out after {exc.timeout:g} s") from None
     except BackendUnavailable as exc:
         _append(log, exc.traceback)
         # The first line of str(exc) is the import error; the traceback went to the log.
@@ -321,10 +337,12 @@ def get_requires_for_build_wheel(
     *,
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
     log_path: Path | None = None,
+    timeout: float | None = None,
 ) -> list[str]:
     """The backend's extra wheel-build requirements (on top of ``[build-system] requires``).
 
-    ``env`` must already hold the ``requires`` of :func:`read_build_system`.
+    ``env`` must already hold the ``requires`` of :func:`read_build_system`. Output is appended
+    to ``log_path`` (default :func:`default_log_path`), as for :func:`build_wheel`.
     """
     result = _call(
         "get_requires_for_build_wheel",
@@ -333,6 +351,7 @@ def get_requires_for_build_wheel(
         extra_env,
         source_date_epoch,
         log_path,
+        timeout,
         {"config_settings": _plain(config_settings)},
     )
     return [str(item) for item in result]
@@ -347,12 +366,16 @@ def build_wheel(
     *,
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
     log_path: Path | None = None,
+    timeout: float | None = None,
 ) -> Path:
     """Build a wheel of ``source_dir`` in ``env`` and return its path inside ``out_dir``.
 
     The backend writes into a private folder first and the wheel is then renamed into
     ``out_dir``, so a failed or killed build never leaves a partial wheel there. A failing
-    backend raises :class:`BackendFailed` (a :class:`BuildFailed`) with the log's last lines.
+    backend raises :class:`BackendFailed` (a :class:`BuildFailed`) with the log's last lines;
+    so does one running longer than ``timeout`` seconds (its whole process group is killed).
+    The backend's output is appended to ``log_path`` (default :func:`default_log_path`): give
+    each build its own log, or remove the old one, to keep logs apart.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -365,6 +388,7 @@ def build_wheel(
             extra_env,
             source_date_epoch,
             log_path,
+            timeout,
             {"wheel_directory": str(staging), "config_settings": _plain(config_settings)},
         )
         built = staging / str(name)

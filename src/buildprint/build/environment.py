@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -33,18 +34,13 @@ _UV_UNWANTED_ENV = (
 )
 
 
+@dataclass(frozen=True)
 class InstalledWheel:
     """A wheel file installed into a build environment, with the name and version it declares."""
 
-    __slots__ = ("name", "path", "version")
-
-    def __init__(self, path: Path, name: NormalizedName, version: str) -> None:
-        self.path = path
-        self.name = name
-        self.version = version
-
-    def __repr__(self) -> str:
-        return f"InstalledWheel({self.name}=={self.version}, {self.path.name})"
+    path: Path
+    name: NormalizedName
+    version: str
 
 
 class BuildEnvironment:
