@@ -300,6 +300,51 @@ def test_import_time_statements_and_mutations_count(tmp_path: Path) -> None:
     assert changed_keys(middle, plugin_digest(root, "plugins.eps")) == {"plugins.eps:<module>"}
 
 
+def test_code_that_acts_at_import_counts_even_if_unused(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    write(
+        root / "plugins" / "reg.py",
+        """\
+        import functools
+
+        REGISTRY = []
+
+        def register(function):
+            REGISTRY.append(function)
+            return function
+
+        @register
+        def registered():
+            return "a"
+
+        @functools.cache
+        def cached():
+            return "b"
+
+        if __name__ == "__main__":
+            print("never runs on import")
+        """,
+    )
+    write(
+        root / "plugins" / "user.py",
+        """\
+        from plugins.reg import REGISTRY
+
+        def signature(pkg, sig):
+            sig.add("n", [f() for f in REGISTRY])
+        """,
+    )
+    before = plugin_digest(root, "plugins.user")
+    for old, new in [('"b"', '"B"'), ("never runs", "still never runs")]:
+        edit(root / "plugins" / "reg.py", old, new)
+        assert plugin_digest(root, "plugins.user") == before
+    edit(root / "plugins" / "reg.py", '"a"', '"A"')
+    after = plugin_digest(root, "plugins.user")
+    assert changed_keys(before, after) == {"plugins.reg:<module>"}
+    code = after["code"]
+    assert isinstance(code, dict) and "plugins.reg:cached" not in code
+
+
 def test_import_inside_a_hook_is_followed(tmp_path: Path) -> None:
     root = tmp_path / "p"
     write(root / "plugins" / "lazy_dep.py", "def f():\n    return 1\n\ndef g():\n    return 2\n")

@@ -495,6 +495,67 @@ class _Module:
         return self.name if self.is_package else self.name.rpartition(".")[0]
 
 
+#: Stdlib callables and bases known to act only on what they are given (no registries, no I/O):
+#: calling them at import time does not make a statement count as an import-time action.
+#: Matched by last name (``functools.cache`` and ``cache`` alike); a project shadowing one of
+#: these names with a registering function would be missed, which the docs call out.
+_INERT = frozenset(
+    {
+        "property", "staticmethod", "classmethod", "abstractmethod", "cache", "lru_cache",
+        "cached_property", "wraps", "total_ordering", "dataclass", "field", "overload",
+        "final", "contextmanager", "asynccontextmanager", "TypeVar", "namedtuple",
+        "NamedTuple", "TypedDict", "Protocol", "Generic", "Enum", "IntEnum", "StrEnum",
+        "Flag", "IntFlag", "ABC", "object", "Exception", "ValueError", "RuntimeError",
+        "frozenset", "tuple", "dict", "list", "set", "str", "int", "bool", "bytes",
+    }
+)  # fmt: skip
+
+
+def _inert(node: ast.expr) -> bool:
+    return _call_name(node) in _INERT if isinstance(node, ast.Name | ast.Attribute) else False
+
+
+def _acts_at_import(statement: ast.stmt) -> bool:
+    """Whether running ``statement`` can do more than bind its names (so it counts on import).
+
+    ``LOG = make_logger()``, ``@register`` on a function, ``class P(Base)`` (where
+    ``Base.__init_subclass__`` or a metaclass runs) all call code when the module is imported,
+    and that code may register something a hook later reads. A plain ``def``, ``X = 1``,
+    ``@functools.cache def f`` or ``import x`` (followed separately) only binds names.
+    """
+    if isinstance(statement, ast.Import | ast.ImportFrom):
+        return False
+    stack: list[ast.AST] = [statement]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Await | ast.Yield | ast.YieldFrom):
+            return True
+        if isinstance(node, ast.Call):
+            if not _inert(node.func):
+                return True
+            stack.extend([*node.args, *node.keywords])
+            continue
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            # A decorator is called even when written without parentheses.
+            if any(not _inert(d) and not isinstance(d, ast.Call) for d in node.decorator_list):
+                return True
+            stack.extend(node.decorator_list)
+            if isinstance(node, ast.ClassDef):
+                if node.keywords or not all(_inert(base) for base in node.bases):
+                    return True
+                stack.extend(node.body)  # a class body runs at definition time
+            else:
+                # Only what the def statement itself evaluates; the body runs when called.
+                args = node.args
+                stack.extend([*args.defaults, *(d for d in args.kw_defaults if d is not None)])
+            continue
+        if isinstance(node, ast.Lambda):
+            stack.extend([*node.args.defaults, *(d for d in node.args.kw_defaults if d)])
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
 def _is_main_guard(statement: ast.stmt) -> bool:
     """``if __name__ == "__main__":`` — never runs when the module is imported as a plugin."""
     test = statement.test if isinstance(statement, ast.If) else None
@@ -530,7 +591,7 @@ def _parse_module(name: str, path: Path, is_package: bool) -> _Module:
         names = _bound_names([statement], mutations=True)
         for bound in sorted(names):
             module.bindings.setdefault(bound, []).append(statement)
-        if not names:
+        if not names or _acts_at_import(statement):
             module.import_time.append(statement)
     return module
 
