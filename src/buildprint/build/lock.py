@@ -94,6 +94,9 @@ class LockedBuildDeps:
 
     requires: list[str]
     wheels: list[PinnedWheel]
+    #: Content digest of the (patched) source the requirements were read from: when the
+    #: source changes, its build requirements may have changed too, so it is locked again.
+    source: str | None = None
 
     def matches(self, requires: Iterable[str]) -> bool:
         """True when ``requires`` declares the same requirement set as this entry was made from."""
@@ -174,6 +177,8 @@ def dumps_lock(lock: Lock) -> str:
             lines.append("]\n")
         else:
             lines.append("requires = []\n")
+        if deps.source is not None:
+            lines.append(f"source = {_toml_str(deps.source)}\n")
         for wheel in sorted(deps.wheels):
             lines.append(f"\n[[packages.{name}.wheels]]\n")
             for key in _WHEEL_KEYS:
@@ -256,7 +261,7 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
         line = _table_line(text, raw_name)
         if not isinstance(entry, dict):
             raise InputError(f"packages.{raw_name} must be a table", file=file, line=line)
-        extra = sorted(set(entry) - {"requires", "wheels"})
+        extra = sorted(set(entry) - {"requires", "wheels", "source"})
         if extra:
             raise InputError(
                 f"unknown key {extra[0]!r} in packages.{raw_name}", file=file, line=line
@@ -290,7 +295,10 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
                 file=file,
                 line=line,
             )
-        lock.packages[key] = LockedBuildDeps(requires=list(requires), wheels=wheels)
+        source = entry.get("source")
+        if source is not None and not isinstance(source, str):
+            raise InputError(f"packages.{raw_name}.source must be a string", file=file, line=line)
+        lock.packages[key] = LockedBuildDeps(requires=list(requires), wheels=wheels, source=source)
     return lock
 
 

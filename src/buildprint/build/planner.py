@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +27,7 @@ from buildprint.inputs.toolchain import interpreter_identity, toolchain_value
 from buildprint.project.plugins import PluginHooks, call_hook, load_function, load_hooks
 from buildprint.project.project import Project
 from buildprint.project.settings import PackageSettings
-from buildprint.signature.canonical import CanonicalValue
+from buildprint.signature.canonical import CanonicalValue, digest_value
 from buildprint.signature.compose import (
     DependencyInput,
     PendingDependencies,
@@ -178,8 +178,12 @@ class Planner:
             source = self.resolver.resolve(req, settings.source, settings_file)
             patches = find_patches(self.project.patches_dir, name, source.version)
             locked = self.lock.get(name)
-            if locked is None or not _lock_fits(locked, source):
-                locked = lock_step(name, req, source, patches, settings)
+            patches_key = digest_value(patches_value(patches))
+            if locked is None or not _lock_fits(locked, source, patches_key):
+                locked = replace(
+                    lock_step(name, req, source, patches, settings),
+                    source=_lock_source_key(source, patches_key),
+                )
                 self.lock.set(name, locked)
             nodes[name] = PackageNode(
                 name, source.version, settings, settings_file, source, patches, locked
@@ -395,8 +399,13 @@ def _locked_wheels(node: PackageNode) -> list[Any]:
     return [w for w in node.locked.wheels if canonicalize_name(w.name) not in built]
 
 
-def _lock_fits(locked: LockedBuildDeps, source: ResolvedSource) -> bool:
-    return getattr(locked, "source", source.digest) in (None, source.digest)
+def _lock_fits(locked: LockedBuildDeps, source: ResolvedSource, patches: str) -> bool:
+    return locked.source == _lock_source_key(source, patches)
+
+
+def _lock_source_key(source: ResolvedSource, patches: str) -> str:
+    """What build requirements are read from: the source as patched."""
+    return digest_value({"source": source.digest, "patches": patches})
 
 
 def _topological(nodes: dict[str, PackageNode]) -> list[PackageNode]:
