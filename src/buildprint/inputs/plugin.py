@@ -24,7 +24,13 @@ from buildprint.errors import InputError
 from buildprint.signature.canonical import CanonicalValue, digest_value
 
 __all__ = [
+    "CANONICAL_STEPS",
     "HOOK_NAMES",
+    "IMPORT_TIME",
+    "ForgetStringPrefixes",
+    "JoinFStringLiterals",
+    "NormalizeImportLevels",
+    "RemoveDocstrings",
     "canonical_statement",
     "function_reference",
     "module_file",
