@@ -26,7 +26,10 @@ from buildprint.inputs.toolchain import interpreter_identity
 from buildprint.project.project import Project, parse_requirement, read_requirements
 from buildprint.signature.diff import Change, diff
 from buildprint.signature.manifest import Manifest
+from buildprint.store.cache import RemoteCache
 from buildprint.store.local import LocalStore
+from buildprint.store.remote import open_remote
+from buildprint.store.signing import generate_key, load_signing_key
 
 __all__ = ["Engine", "Explanation", "Options"]
 
@@ -42,6 +45,7 @@ class Options:
     store: Path | None = None
     index_url: str | None = None
     find_links: Sequence[str] = ()
+    remotes: Sequence[str] = ()  # extra remote caches (read and write), tried after settings'
 
 
 @dataclass
@@ -94,8 +98,33 @@ class Engine:
             str(interpreter_identity(self.python)["python"]),
         )
         self.wheelhouse = Wheelhouse(self.project.wheelhouse_dir)
+        self.remote_cache = self._remote_cache()
+        self.planner.remotes = self.remote_cache
+
+    def _remote_cache(self) -> RemoteCache | None:
+        configured = [(r.url, r.read, r.write) for r in self.project.settings.remote]
+        configured += [(url, True, True) for url in self.options.remotes]
+        if not configured:
+            return None
+        remotes = [
+            open_remote(url, writable=write) for url, read, write in configured if read or write
+        ]
+        key = load_signing_key(self.store_dir)
+        if key is None and any(write for _, _, write in configured):
+            generate_key(self.store_dir)
+            key = load_signing_key(self.store_dir)
+        trusted = [k for r in self.project.settings.remote for k in r.trusted_keys]
+        return RemoteCache(remotes, self.store, trusted, key)
+
+    @property
+    def problems(self) -> list[str]:
+        """Warnings to show once (remotes down, untrusted records …)."""
+        return list(self.remote_cache.problems) if self.remote_cache else []
 
     def close(self) -> None:
+        if self.remote_cache is not None:
+            for remote in self.remote_cache.remotes:
+                remote.close()
         self.memo.save()
         self.index.close()
         self.store.close()
@@ -137,8 +166,15 @@ class Engine:
         return self.planner.plan(self.graph())
 
     def build(self, jobs: int = 1, progress: Progress | None = None) -> list[Outcome]:
+        cache = self.remote_cache
         builder = Builder(
-            self.planner, self.preparer, self.store, self.wheelhouse, self.store_dir / "logs"
+            self.planner,
+            self.preparer,
+            self.store,
+            self.wheelhouse,
+            self.store_dir / "logs",
+            fetch=cache.fetch if cache else None,
+            push=cache.push if cache and any(r.writable for r in cache.remotes) else None,
         )
         return builder.run(self.graph(), jobs, progress)
 

@@ -148,7 +148,7 @@ class Builder:
         logs: Path,
         *,
         fetch: Callable[[ActionRecord], None] | None = None,
-        push: Callable[[ActionRecord], None] | None = None,
+        push: Callable[[ActionRecord], object] | None = None,
         source_date_epoch: int = backend.DEFAULT_SOURCE_DATE_EPOCH,
     ) -> None:
         self.planner = planner
@@ -209,9 +209,8 @@ class Builder:
                 assert decision.record is not None
                 self._place(decision.record)
                 outcome = Outcome(decision, "reused", decision.record)
-            elif decision.action == "fetch":
-                assert decision.record is not None and self.fetch is not None
-                self.fetch(decision.record)
+            elif decision.action == "fetch" and self._fetched(decision):
+                assert decision.record is not None
                 self._place(decision.record)
                 outcome = Outcome(decision, "fetched", decision.record)
             else:
@@ -222,6 +221,18 @@ class Builder:
         outcome.seconds = time.monotonic() - started
         outcome.signature_seconds = signed
         return outcome
+
+    def _fetched(self, decision: Decision) -> bool:
+        """Fetch a remote record's wheel; on failure (reported by the cache) build instead."""
+        assert decision.record is not None and self.fetch is not None
+        try:
+            self.fetch(decision.record)
+        except BuildprintError as exc:
+            decision.reason = f"fetch failed ({exc}); building instead"
+            decision.action = "build"
+            decision.record = None
+            return False
+        return True
 
     def _place(self, record: ActionRecord) -> None:
         for artifact in record.artifacts:

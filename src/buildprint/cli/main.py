@@ -75,6 +75,13 @@ def _requirement_options(command: F) -> F:
             click.option("--find-links", multiple=True, help="Extra folder or URL of files."),
             click.option("--force", multiple=True, metavar="NAME", help="Rebuild NAME."),
             click.option(
+                "--remote",
+                "remotes",
+                multiple=True,
+                metavar="URL",
+                help="Remote cache (http(s):// or s3://), read and written.",
+            ),
+            click.option(
                 "--reuse-by-version",
                 multiple=True,
                 metavar="NAME",
@@ -96,6 +103,7 @@ def _engine(
     find_links: Sequence[str] = (),
     force: Sequence[str] = (),
     reuse_by_version: Sequence[str] = (),
+    remotes: Sequence[str] = (),
 ) -> Engine:
     return Engine(
         project,
@@ -107,6 +115,7 @@ def _engine(
             store=store,
             index_url=index_url,
             find_links=tuple(find_links),
+            remotes=tuple(remotes),
         ),
     )
 
@@ -129,16 +138,26 @@ def build(
     index_url: str | None,
     find_links: tuple[str, ...],
     force: tuple[str, ...],
+    remotes: tuple[str, ...],
     reuse_by_version: tuple[str, ...],
     as_json: bool,
     jobs: int,
 ) -> None:
     """Build what changed; reuse or fetch the rest."""
     with _engine(
-        project, requirements, files, store, index_url, find_links, force, reuse_by_version
+        project,
+        requirements,
+        files,
+        store,
+        index_url,
+        find_links,
+        force,
+        reuse_by_version,
+        remotes,
     ) as engine:
         progress = None if as_json or not err.is_terminal else _live_progress()
         outcomes = engine.build(jobs, progress)
+        _warn(engine.problems)
     failed = [o for o in outcomes if o.done == "failed"]
     if as_json:
         click.echo(render.dump_json({"packages": [render.outcome_json(o) for o in outcomes]}))
@@ -152,6 +171,11 @@ def build(
         for outcome in failed:
             err.print(f"[red]{outcome.decision.node.name}[/]: {outcome.error}")
     sys.exit(1 if failed else 0)
+
+
+def _warn(problems: Sequence[str]) -> None:
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
 
 
 def _live_progress() -> Callable[[str, Decision | Outcome], None]:
@@ -177,14 +201,24 @@ def plan(
     index_url: str | None,
     find_links: tuple[str, ...],
     force: tuple[str, ...],
+    remotes: tuple[str, ...],
     reuse_by_version: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Say what a build would do, and why, without building."""
     with _engine(
-        project, requirements, files, store, index_url, find_links, force, reuse_by_version
+        project,
+        requirements,
+        files,
+        store,
+        index_url,
+        find_links,
+        force,
+        reuse_by_version,
+        remotes,
     ) as engine:
         decisions = engine.plan()
+        _warn(engine.problems)
     if as_json:
         click.echo(render.dump_json({"packages": [render.decision_json(d) for d in decisions]}))
     else:
@@ -295,3 +329,160 @@ def diff_command(a: str, b: str, project: Path, store: Path | None, as_json: boo
         )
     else:
         out.print(render.changes_tree(f"{old.signature[:16]} → {new.signature[:16]}", changes))
+
+
+@main.command()
+@project_option
+@click.option("--upgrade", is_flag=True, help="Resolve every package's build requirements anew.")
+@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@reports_errors
+def lock(project: Path, upgrade: bool, store: Path | None) -> None:
+    """Pin every package's build requirements in buildprint.lock."""
+    with _engine(project, store=store) as engine:
+        if upgrade:
+            engine.lock.packages.clear()
+        nodes = engine.graph()
+    for node in nodes:
+        pins = ", ".join(f"{w.name}=={w.version}" for w in node.locked.wheels)
+        out.print(f"{node.name} {node.version}: {pins or '(no build requirements)'}")
+
+
+@main.group()
+def keys() -> None:
+    """Signing keys for records pushed to remote caches."""
+
+
+@keys.command(name="generate")
+@project_option
+@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@reports_errors
+def keys_generate(project: Path, store: Path | None) -> None:
+    """Create the project's signing key (kept in the store) and print its public key."""
+    from buildprint.project.project import Project
+    from buildprint.store.signing import generate_key
+
+    loaded = Project.load(project)
+    click.echo(generate_key((store or loaded.store_dir).resolve()))
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and move entries between the local store and remote caches."""
+
+
+@cache.command(name="ls")
+@project_option
+@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@json_option
+@reports_errors
+def cache_ls(project: Path, store: Path | None, as_json: bool) -> None:
+    """List the builds in the local store."""
+    from buildprint.project.project import Project
+
+    root = (store or Project.load(project).store_dir).resolve()
+    with LocalStore(root) as local:
+        records = sorted(local.records(), key=lambda r: (r.name, r.version, r.created))
+    rows = [
+        {
+            "name": r.name,
+            "version": r.version,
+            "signature": r.signature,
+            "created": r.created,
+            "wheels": [a.filename for a in r.artifacts],
+        }
+        for r in records
+    ]
+    if as_json:
+        click.echo(render.dump_json({"records": rows}))
+        return
+    for row in rows:
+        out.print(
+            f"{row['name']} {row['version']} {row['signature'][:16]} {row['created']}"
+            f" {' '.join(row['wheels'])}",
+            highlight=False,
+        )
+
+
+@cache.command(name="verify")
+@project_option
+@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@reports_errors
+def cache_verify(project: Path, store: Path | None) -> None:
+    """Re-hash every blob and check every record; exit 1 on any problem."""
+    from buildprint.project.project import Project
+
+    root = (store or Project.load(project).store_dir).resolve()
+    with LocalStore(root) as local:
+        problems = local.verify()
+    for problem in problems:
+        err.print(problem, highlight=False)
+    out.print(f"{len(problems)} problem(s)")
+    sys.exit(1 if problems else 0)
+
+
+@cache.command(name="gc")
+@project_option
+@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@reports_errors
+def cache_gc(project: Path, store: Path | None) -> None:
+    """Remove blobs no record refers to and temp files of dead writers."""
+    from buildprint.project.project import Project
+
+    root = (store or Project.load(project).store_dir).resolve()
+    with LocalStore(root) as local:
+        keep = {r.signature for r in local.records()}
+        removed = local.gc(keep, grace_seconds=3600)
+    out.print(f"removed {removed} file(s)")
+
+
+@cache.command(name="push")
+@_requirement_options
+@reports_errors
+def cache_push(
+    requirements: tuple[str, ...],
+    files: tuple[Path, ...],
+    project: Path,
+    store: Path | None,
+    index_url: str | None,
+    find_links: tuple[str, ...],
+    force: tuple[str, ...],
+    remotes: tuple[str, ...],
+    reuse_by_version: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Push every local build to the writable remotes."""
+    with _engine(
+        project, requirements, files, store, index_url, find_links, force, reuse_by_version, remotes
+    ) as engine:
+        if engine.remote_cache is None:
+            raise InputError("no remote configured ([[remote]] in buildprint.toml or --remote)")
+        pushed = [engine.remote_cache.push(r) for r in engine.store.records()]
+        _warn(engine.problems)
+    out.print(f"pushed {len(pushed)} record(s)")
+
+
+@cache.command(name="pull")
+@_requirement_options
+@reports_errors
+def cache_pull(
+    requirements: tuple[str, ...],
+    files: tuple[Path, ...],
+    project: Path,
+    store: Path | None,
+    index_url: str | None,
+    find_links: tuple[str, ...],
+    force: tuple[str, ...],
+    remotes: tuple[str, ...],
+    reuse_by_version: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Fetch from the remotes every planned package they hold."""
+    with _engine(
+        project, requirements, files, store, index_url, find_links, force, reuse_by_version, remotes
+    ) as engine:
+        if engine.remote_cache is None:
+            raise InputError("no remote configured ([[remote]] in buildprint.toml or --remote)")
+        wanted = [d.record for d in engine.plan() if d.action == "fetch" and d.record]
+        fetched = engine.remote_cache.fetch_many([r for r in wanted if r is not None])
+        _warn(engine.problems)
+    out.print(f"fetched {len(fetched)} of {len(wanted)} record(s)")
