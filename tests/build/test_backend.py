@@ -25,6 +25,7 @@ from buildprint.build.backend import (
     build_wheel,
     get_requires_for_build_wheel,
     read_build_system,
+    remap_source_flags,
 )
 from buildprint.build.environment import BuildEnvironment
 from buildprint.errors import BuildFailed, InputError
@@ -158,18 +159,36 @@ def test_each_backend_builds_an_installable_wheel_twice_identically(
 
 
 @pytest.mark.slow
-def test_c_extension_is_identical_across_paths_with_a_prefix_map(
+def test_c_extension_is_identical_across_paths_with_remapped_source_path(
     tmp_path: Path, envs: dict[Backend, BuildEnvironment]
 ) -> None:
     sdist = make_sdist(tmp_path / "sdists", "native", "1.0", "c-ext")
-    digests = []
+    wheels = []
     for place in ("a", "somewhere/else"):
         source = extract_sdist(sdist, tmp_path / place)
-        # -g records the compile directory; mapping it away makes the path irrelevant.
-        flags = {"CFLAGS": f"-ffile-prefix-map={source}=."}
-        wheel = build_wheel(source, envs["c-ext"], tmp_path / "out" / place, extra_env=flags)
-        digests.append(wheel.read_bytes())
-    assert digests[0] == digests[1]
+        # -g records the compile directory; the prefix map rewrites it to /buildprint/<name>.
+        wheels.append(
+            build_wheel(
+                source,
+                envs["c-ext"],
+                tmp_path / "out" / place,
+                extra_env={"CFLAGS": "-O2"},
+                remap_source_path=True,
+            )
+        )
+    assert wheels[0].read_bytes() == wheels[1].read_bytes()
+    with zipfile.ZipFile(wheels[0]) as archive:
+        [shared] = [n for n in archive.namelist() if n.endswith(".so")]
+        binary = archive.read(shared)
+    assert str(tmp_path).encode() not in binary
+
+
+def test_remap_source_flags_append_to_the_callers_flags(tmp_path: Path) -> None:
+    flags = remap_source_flags({"CFLAGS": "-O2", "PATH": "/bin"}, tmp_path / "pkg-1.0")
+    assert flags["CFLAGS"] == f"-O2 -ffile-prefix-map={tmp_path}/pkg-1.0=/buildprint/pkg-1.0"
+    assert flags["CXXFLAGS"] == f"-ffile-prefix-map={tmp_path}/pkg-1.0=/buildprint/pkg-1.0"
+    assert flags["RUSTFLAGS"].startswith("--remap-path-prefix=")
+    assert flags["PATH"] == "/bin"
 
 
 ENV_DUMP_SETUP = """\

@@ -47,6 +47,7 @@ __all__ = [
     "default_log_path",
     "get_requires_for_build_wheel",
     "read_build_system",
+    "remap_source_flags",
 ]
 
 #: 1980-01-01T00:00:00Z, the earliest time a zip file can record.
@@ -222,6 +223,27 @@ def build_env(
     return result
 
 
+def remap_source_flags(environ: Mapping[str, str], source_dir: Path) -> dict[str, str]:
+    """``environ`` with compiler flags that rewrite ``source_dir`` to ``/buildprint/<name>``.
+
+    Appends ``-ffile-prefix-map`` (gcc >= 8, clang >= 10) to ``CFLAGS`` and ``CXXFLAGS`` and
+    ``--remap-path-prefix`` to ``RUSTFLAGS``, after whatever the caller set, so debug info and
+    ``__FILE__`` no longer name the build directory. Opt-in: some compilers (nvcc as a host
+    compiler wrapper, old toolchains) reject these flags.
+    """
+    source_dir = Path(source_dir).absolute()
+    stable = f"/buildprint/{source_dir.name}"
+    result = dict(environ)
+    for variable, flag in (
+        ("CFLAGS", f"-ffile-prefix-map={source_dir}={stable}"),
+        ("CXXFLAGS", f"-ffile-prefix-map={source_dir}={stable}"),
+        ("RUSTFLAGS", f"--remap-path-prefix={source_dir}={stable}"),
+    ):
+        current = result.get(variable, "").strip()
+        result[variable] = f"{current} {flag}".strip()
+    return result
+
+
 def default_log_path(source_dir: Path) -> Path:
     """Where a build's log goes unless the caller says: ``<source_dir>.build.log``, beside it."""
     source_dir = Path(source_dir).absolute()
@@ -286,6 +308,7 @@ def _call(
     source_date_epoch: int,
     log_path: Path | None,
     timeout: float | None,
+    remap_source_path: bool,
     kwargs: dict[str, Any],
 ) -> Any:
     source_dir = Path(source_dir).absolute()
@@ -293,7 +316,10 @@ def _call(
         raise InputError("source directory does not exist", file=source_dir)
     system = read_build_system(source_dir)
     log = Path(log_path).absolute() if log_path is not None else default_log_path(source_dir)
-    runner = _Runner(build_env(env, extra_env, source_date_epoch=source_date_epoch), log, timeout)
+    environ = build_env(env, extra_env, source_date_epoch=source_date_epoch)
+    if remap_source_path:
+        environ = remap_source_flags(environ, source_dir)
+    runner = _Runner(environ, log, timeout)
     caller = BuildBackendHookCaller(
         str(source_dir),
         system.backend,
@@ -338,6 +364,7 @@ def get_requires_for_build_wheel(
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
     log_path: Path | None = None,
     timeout: float | None = None,
+    remap_source_path: bool = False,
 ) -> list[str]:
     """The backend's extra wheel-build requirements (on top of ``[build-system] requires``).
 
@@ -352,6 +379,7 @@ def get_requires_for_build_wheel(
         source_date_epoch,
         log_path,
         timeout,
+        remap_source_path,
         {"config_settings": _plain(config_settings)},
     )
     return [str(item) for item in result]
@@ -367,6 +395,7 @@ def build_wheel(
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
     log_path: Path | None = None,
     timeout: float | None = None,
+    remap_source_path: bool = False,
 ) -> Path:
     """Build a wheel of ``source_dir`` in ``env`` and return its path inside ``out_dir``.
 
@@ -376,6 +405,10 @@ def build_wheel(
     so does one running longer than ``timeout`` seconds (its whole process group is killed).
     The backend's output is appended to ``log_path`` (default :func:`default_log_path`): give
     each build its own log, or remove the old one, to keep logs apart.
+
+    Compiled code records the directory it was built in. Build at a path that does not vary
+    between runs, or pass ``remap_source_path=True`` (see :func:`remap_source_flags`) to make
+    the wheel independent of where ``source_dir`` is.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -389,6 +422,7 @@ def build_wheel(
             source_date_epoch,
             log_path,
             timeout,
+            remap_source_path,
             {"wheel_directory": str(staging), "config_settings": _plain(config_settings)},
         )
         built = staging / str(name)
