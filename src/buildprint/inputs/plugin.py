@@ -44,6 +44,7 @@ HOOK_NAMES: tuple[str, ...] = ("signature", "update_env", "prepare_source", "bui
 #: Key of a module's import-time statements in the ``code`` mapping; never a Python name.
 IMPORT_TIME = "<module>"
 
+_RECURSION_LIMIT = 6000
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
@@ -578,15 +579,19 @@ def _is_main_guard(statement: ast.stmt) -> bool:
 def _parse_module(name: str, path: Path, is_package: bool) -> _Module:
     try:
         source = path.read_bytes()
-        tree = ast.parse(source, filename=str(path))
+        tree = _canonical_tree(ast.parse(source, filename=str(path)))
     except SyntaxError as error:
         raise InputError(
             f"syntax error in plugin module {name}: {error.msg}", file=path, line=error.lineno
         ) from error
     except (OSError, ValueError) as error:  # unreadable; null bytes (3.11 raises ValueError)
         raise InputError(f"cannot read plugin module {name}: {error}", file=path) from error
+    except (RecursionError, MemoryError) as error:
+        raise InputError(
+            f"plugin module {name} is nested too deeply to parse", file=path
+        ) from error
     module = _Module(name=name, path=path, is_package=is_package)
-    for statement in _canonical_tree(tree).body:
+    for statement in tree.body:
         if _is_main_guard(statement):
             continue
         if isinstance(statement, ast.ImportFrom) and statement.module == "__future__":
@@ -895,21 +900,41 @@ class _Reachability:
                 self.whole(stem)
 
 
-def _digest(
+def _reach(
     project_root: Path, module: str, hooks: Collection[str], *, required: bool
-) -> dict[str, CanonicalValue]:
+) -> _Reachability:
     path = module_file(project_root, module)
     reach = _Reachability(project_root)
     plugin = reach.module(module)
     assert plugin is not None  # module_file found it
-    reach.touch(module)  # loading the plugin runs its top level
     for hook in sorted(set(hooks)):
         if not _IDENTIFIER.match(hook):
             raise InputError(f"{hook!r} is not a hook name", file=path)
         if hook not in plugin.bindings and required:
             raise InputError(f"plugin module {module} defines no {hook!r}", file=path)
-        if hook in plugin.bindings:
-            reach.name(plugin, hook)
+    reach.touch(module)  # loading the plugin runs its top level
+    for hook in sorted(set(hooks) & plugin.bindings.keys()):
+        reach.name(plugin, hook)
+    return reach
+
+
+def _digest(
+    project_root: Path, module: str, hooks: Collection[str], *, required: bool
+) -> dict[str, CanonicalValue]:
+    # Canonicalizing, serializing and scanning recurse once or twice per nesting level: give
+    # long operator chains (a 500-term string concatenation) room the default 1000 does not.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
+    try:
+        reach = _reach(project_root, module, hooks, required=required)
+    except RecursionError as error:  # an expression thousands of levels deep
+        raise InputError(
+            f"plugin code reached from {module} is nested too deeply to digest",
+            file=module_file(project_root, module),
+        ) from error
+    finally:
+        if sys.getrecursionlimit() == max(limit, _RECURSION_LIMIT):
+            sys.setrecursionlimit(limit)
     code: dict[str, CanonicalValue] = dict(sorted(reach.code.items()))
     third_party: dict[str, CanonicalValue] = dict(sorted(reach.third_party.items()))
     return {"module": module, "code": code, "third-party": third_party}
