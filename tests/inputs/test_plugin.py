@@ -640,6 +640,8 @@ def test_projects_with_the_same_module_names_stay_apart(tmp_path: Path) -> None:
         thread.join()
     assert sorted(results) == ["one/one"] * 4 + ["two/two"] * 4
     assert "plugins.helpers" not in sys.modules
+    assert not list(tmp_path.rglob("__pycache__"))
+    assert not sys.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE")
 
 
 def test_reload_after_edit_sees_the_new_code(project: Path) -> None:

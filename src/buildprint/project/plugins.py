@@ -56,6 +56,7 @@ class _ImportContext:
         self.table: dict[str, ModuleType] | None = None
         self.users = 0
         self.displaced: dict[str, ModuleType] = {}
+        self.dont_write_bytecode = False
 
 
 _CONTEXT = _ImportContext()
@@ -107,6 +108,10 @@ def _project_imports(hooks: PluginHooks) -> Iterator[None]:
                     context.displaced[name] = previous
                 sys.modules[name] = module
             sys.path.insert(0, str(root))
+            # No __pycache__ in the user's project: a same-second edit of a same-size file
+            # would otherwise load stale bytecode next time.
+            context.dont_write_bytecode = sys.dont_write_bytecode
+            sys.dont_write_bytecode = True
         context.users += 1
         before = set(sys.modules)
     try:
@@ -126,6 +131,7 @@ def _project_imports(hooks: PluginHooks) -> Iterator[None]:
                 context.displaced.clear()
                 if str(root) in sys.path:
                     sys.path.remove(str(root))
+                sys.dont_write_bytecode = context.dont_write_bytecode
                 context.table = None
                 context.condition.notify_all()
 
@@ -162,18 +168,12 @@ def _import(
         if alongside.project_root.resolve() != project_root.resolve():
             raise ValueError("plugin modules can only share a module table within one project")
         hooks = PluginHooks(project_root, module, file, {}, alongside.modules)
-    dont_write_bytecode = sys.dont_write_bytecode
     with _project_imports(hooks):
-        # Files may have been written moments ago; and no __pycache__ in the user's project
-        # (a same-second edit of a same-size file would otherwise load stale bytecode).
-        importlib.invalidate_caches()
-        sys.dont_write_bytecode = True
+        importlib.invalidate_caches()  # files may have been written moments ago
         try:
             loaded = importlib.import_module(module)
-        except Exception as error:
+        except (Exception, SystemExit) as error:
             raise _wrap(hooks, error, f"importing plugin module {module}") from error
-        finally:
-            sys.dont_write_bytecode = dont_write_bytecode
     return hooks, loaded
 
 
