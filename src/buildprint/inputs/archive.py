@@ -1,0 +1,706 @@
+"""Canonical content digests of source archives (tar and zip) and their safe extraction."""
+
+from __future__ import annotations
+
+import bz2
+import collections
+import hashlib
+import io
+import lzma
+import os
+import queue
+import shutil
+import stat
+import tarfile
+import tempfile
+import threading
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, cast
+
+from isal import igzip, isal_zlib
+
+from buildprint.errors import ArchiveError
+
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "IGNORED_NAMES",
+    "IGNORED_ROOT_NAMES",
+    "IGNORED_SUFFIXES",
+    "SCHEME",
+    "ArchiveError",
+    "SourceDigest",
+    "archive_digest",
+    "canonical_digest",
+    "dir_record",
+    "file_record",
+    "is_ignored",
+    "link_record",
+    "safe_extract",
+]
+
+#: Name of the canonical scheme; it prefixes the hashed stream so that a future
+#: change of encoding can never collide with a digest made under this one.
+SCHEME = "buildprint-source-v1"
+_HEADER = SCHEME.encode("ascii") + b"\0"
+
+#: Names ignored at any depth: VCS metadata and build or tool debris that a build
+#: creates inside a source tree; hashing them would make every in-place build
+#: change the source digest.
+IGNORED_NAMES = frozenset(
+    {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".venv", ".buildprint"}
+)
+#: Name endings ignored at any depth (byte code, setuptools metadata directories).
+IGNORED_SUFFIXES = (".pyc", ".egg-info")
+#: Names ignored only directly under the source root: setuptools' output folders.
+#: Deeper down they are ordinary sources (``src/build/`` is the ``build`` package).
+IGNORED_ROOT_NAMES = frozenset({"build", "dist"})
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+
+_CHUNK = 1 << 20
+# tarfile's internal read size: large enough to amortise Python calls, small enough
+# that its per-header buffer slicing stays cheap for archives of many small files.
+_TAR_BUFSIZE = 64 << 10
+# A symlink target longer than this is not a path any tool wrote on purpose.
+_MAX_LINK = 4096
+# Symlink chains longer than this are treated as loops (the Linux limit is 40).
+_MAX_HOPS = 40
+# Gaps between reads this small are hashed from the file at once, so the raw
+# digest of a zip advances in one pass despite skipped data descriptors.
+_GAP_FILL = 1 << 16
+
+_FILE, _DIR, _LINK, _HARDLINK = "file", "dir", "symlink", "hardlink"
+
+# What a broken or truncated archive raises somewhere in the decompression and
+# parsing stack; all of it is reported as ArchiveError, never as a traceback.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    # isal's stub declares ``error`` as an instance; at run time it is the exception class.
+    cast("type[BaseException]", isal_zlib.error),
+    lzma.LZMAError,
+    UnicodeError,
+    NotImplementedError,  # zip compression methods zipfile does not know
+    RuntimeError,  # encrypted zip members
+)
+
+
+@dataclass(frozen=True)
+class SourceDigest:
+    """The ``source`` component: canonical content digest plus provenance.
+
+    ``digest`` identifies the content (see docs/source-digest.md); ``files`` counts
+    regular files and symlinks, ``size`` sums regular-file bytes, ``raw_sha256`` is
+    the sha256 of the archive file itself (None for a directory).
+    """
+
+    digest: str
+    files: int
+    size: int
+    raw_sha256: str | None
+
+
+# -- canonical records (shared with tree.py) ------------------------------------------
+
+
+def dir_record(path: bytes) -> bytes:
+    """Canonical record of a directory at root-relative ``path``."""
+    return b"D\0" + path + b"\0"
+
+
+def file_record(path: bytes, executable: bool, digest: str) -> bytes:
+    """Canonical record of a regular file: path, exec bit, hex sha256 of its content."""
+    return b"F\0" + path + (b"\0x\0" if executable else b"\0-\0") + digest.encode("ascii") + b"\0"
+
+
+def link_record(path: bytes, target: bytes) -> bytes:
+    """Canonical record of a symbolic link: path and the target exactly as stored."""
+    return b"L\0" + path + b"\0" + target + b"\0"
+
+
+def canonical_digest(records: Iterable[tuple[bytes, bytes]]) -> str:
+    """Digest of ``(path, record)`` pairs, ordered by path bytes so order never counts."""
+    ordered = sorted(records)
+    return hashlib.sha256(_HEADER + b"".join(record for _, record in ordered)).hexdigest()
+
+
+def is_ignored(parts: list[str]) -> bool:
+    """Whether a root-relative path (split on ``/``) is excluded from source digests."""
+    if parts and parts[0] in IGNORED_ROOT_NAMES:
+        return True
+    return any(name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES) for name in parts)
+
+
+def _encode(path: str) -> bytes:
+    # surrogateescape round-trips names that were not valid UTF-8 to their raw bytes,
+    # the same bytes os.fsencode gives for them once extracted.
+    return path.encode("utf-8", "surrogateescape")
+
+
+# -- reading the archive file once ------------------------------------------------------
+
+
+class _RawHasher(io.RawIOBase):
+    """The archive file, hashed as it is read so its sha256 costs no second pass.
+
+    Reads may seek (zip); bytes are hashed in file order as soon as the read
+    position reaches the hashed prefix, and :meth:`finish` hashes whatever was
+    never read (zip central directory read first, tar padding).
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._sha = hashlib.sha256()
+        self._pos = 0
+        self._hashed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        start = self._pos
+        count = self._file.readinto(buffer) or 0
+        self._pos += count
+        if count:
+            if start > self._hashed and start - self._hashed <= _GAP_FILL:
+                self._sha.update(os.pread(self._file.fileno(), start - self._hashed, self._hashed))
+                self._hashed = start
+            if start <= self._hashed < start + count:
+                with memoryview(buffer) as view:
+                    self._sha.update(view[self._hashed - start : count])
+                self._hashed = start + count
+        return count
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._pos = self._file.seek(offset, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+    def finish(self) -> str:
+        """Hash the bytes never read and return the file's hex sha256."""
+        fd = self._file.fileno()
+        while True:
+            block = os.pread(fd, _CHUNK, self._hashed)
+            if not block:
+                return self._sha.hexdigest()
+            self._sha.update(block)
+            self._hashed += len(block)
+
+
+class _Prefetch:
+    """Decompresses on a worker thread, so inflating and hashing use two cores.
+
+    Both the decompressors and hashlib release the GIL on large buffers. ``read``
+    returns at most ``size`` bytes (short reads are fine for tarfile). The last
+    bytes handed out are kept so the tar end-of-archive block can be checked.
+    """
+
+    def __init__(self, source: IO[bytes], keep: int) -> None:
+        self._source = source
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
+        self._chunk = memoryview(b"")
+        self._offset = 0
+        self._eof = False
+        self.delivered = 0
+        self._keep = keep
+        self._recent: collections.deque[tuple[int, bytes | memoryview]] = collections.deque()
+        self._recent_size = 0
+        self._thread = threading.Thread(target=self._run, name="buildprint-inflate", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._source.read(_CHUNK)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int) -> bytes | memoryview:
+        if self._offset >= len(self._chunk):
+            if self._eof:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not item:
+                self._eof = True
+                return b""
+            self._chunk = memoryview(item)
+            self._offset = 0
+        piece = self._chunk[self._offset : self._offset + size]
+        self._offset += len(piece)
+        self._recent.append((self.delivered, piece))
+        self._recent_size += len(piece)
+        while self._recent_size - len(self._recent[0][1]) >= self._keep:
+            self._recent_size -= len(self._recent.popleft()[1])
+        self.delivered += len(piece)
+        return piece
+
+    def recent(self, start: int, size: int) -> bytes | None:
+        """Bytes ``[start, start+size)`` of the stream if still kept, else None."""
+        data = b"".join(bytes(piece) for _, piece in self._recent)
+        first = self._recent[0][0] if self._recent else self.delivered
+        if start < first or start + size > first + len(data):
+            return None
+        return data[start - first : start - first + size]
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        self._thread.join()
+
+
+# -- members ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Member:
+    """One archive member, path already normalised and checked."""
+
+    name: str
+    original: str
+    kind: str
+    executable: bool = False
+    target: str = ""
+    mtime: int = 0
+    read: Callable[[int], bytes | memoryview] | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    kind: str
+    executable: bool = False
+    digest: str = ""
+    size: int = 0
+    target: str = ""
+
+
+def _normalize(name: str, archive: Path, what: str = "member") -> str | None:
+    """Root-relative POSIX path of a member name; None for the root itself."""
+    if "\0" in name:
+        raise ArchiveError(f"{what} {name!r} has a NUL byte in its name", file=archive)
+    if name.startswith("/"):
+        raise ArchiveError(f"{what} {name!r} has an absolute path", file=archive)
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"{what} {name!r} has a '..' path component", file=archive)
+    return "/".join(parts) if parts else None
+
+
+def _iter_tar(tar: tarfile.TarFile, archive: Path) -> Iterator[_Member]:
+    for info in tar:
+        name = _normalize(info.name, archive)
+        if name is None:
+            continue  # "./": the root directory itself
+        executable = bool(info.mode & stat.S_IXUSR)
+        if info.issparse():
+            raise ArchiveError(f"member {info.name!r} is a sparse file", file=archive)
+        if info.isreg():
+            content = tar.extractfile(info)
+            assert content is not None  # regular members always have content
+            # .raw skips BufferedReader's extra copy of every chunk.
+            yield _Member(name, info.name, _FILE, executable, "", int(info.mtime), content.raw.read)  # type: ignore[attr-defined]
+        elif info.isdir():
+            yield _Member(name, info.name, _DIR)
+        elif info.issym():
+            yield _Member(name, info.name, _LINK, target=info.linkname)
+        elif info.islnk():
+            yield _Member(name, info.name, _HARDLINK, executable, info.linkname, int(info.mtime))
+        elif info.ischr() or info.isblk():
+            raise ArchiveError(f"member {info.name!r} is a device file", file=archive)
+        elif info.isfifo():
+            raise ArchiveError(f"member {info.name!r} is a fifo", file=archive)
+        else:
+            raise ArchiveError(
+                f"member {info.name!r} has unsupported tar type {info.type!r}", file=archive
+            )
+
+
+def _iter_zip(zipped: zipfile.ZipFile, archive: Path) -> Iterator[_Member]:
+    # File order keeps the raw hash advancing in a single pass over the file.
+    for info in sorted(zipped.infolist(), key=lambda item: item.header_offset):
+        name = _normalize(info.filename, archive)
+        if name is None:
+            continue
+        mode = info.external_attr >> 16 if info.create_system == 3 else 0
+        kind = stat.S_IFMT(mode)
+        mtime = int(_zip_mtime(info))
+        if info.is_dir() or kind == stat.S_IFDIR:
+            yield _Member(name, info.filename, _DIR)
+        elif kind == stat.S_IFLNK:
+            if info.file_size > _MAX_LINK:
+                raise ArchiveError(
+                    f"member {info.filename!r}: symlink target too long", file=archive
+                )
+            target = zipped.read(info).decode("utf-8", "surrogateescape")
+            yield _Member(name, info.filename, _LINK, target=target)
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+            raise ArchiveError(f"member {info.filename!r} is a device file", file=archive)
+        elif kind == stat.S_IFIFO:
+            raise ArchiveError(f"member {info.filename!r} is a fifo", file=archive)
+        elif kind not in (0, stat.S_IFREG):
+            raise ArchiveError(f"member {info.filename!r} has unsupported type", file=archive)
+        else:
+            with zipped.open(info) as content:
+                yield _Member(
+                    name, info.filename, _FILE, bool(mode & stat.S_IXUSR), "", mtime, content.read
+                )
+
+
+def _zip_mtime(info: zipfile.ZipInfo) -> float:
+    """Seconds since the epoch of a zip member's DOS timestamp (local time, as zip says)."""
+    try:
+        return time.mktime((*info.date_time, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return 0.0
+
+
+def _suffix(path: Path) -> str:
+    lowered = path.name.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lowered.endswith(suffix):
+            return suffix
+    raise ArchiveError(
+        f"unsupported archive type (expected one of {', '.join(ARCHIVE_SUFFIXES)})", file=path
+    )
+
+
+@contextmanager
+def _members(path: Path) -> Iterator[tuple[Iterator[_Member], Callable[[], str]]]:
+    """Open ``path`` and yield its members plus a function giving the raw sha256.
+
+    The raw function may only be called once every member was consumed; for tar it
+    also proves the archive is complete (end-of-archive block, compression trailer).
+    """
+    suffix = _suffix(path)
+    try:
+        raw = _RawHasher(path)
+    except OSError as exc:
+        raise ArchiveError(f"cannot open archive: {exc.strerror or exc}", file=path) from None
+    with raw:
+        if suffix == ".zip":
+            with zipfile.ZipFile(raw) as zipped:
+                yield _iter_zip(zipped, path), raw.finish
+            return
+        source: IO[bytes]
+        if suffix in (".tar.gz", ".tgz"):
+            source = cast(IO[bytes], igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
+        elif suffix == ".tar.bz2":
+            source = bz2.BZ2File(io.BufferedReader(raw, _CHUNK))
+        elif suffix == ".tar.xz":
+            source = lzma.LZMAFile(io.BufferedReader(raw, _CHUNK))  # noqa: SIM115
+        else:
+            source = io.BufferedReader(raw, _CHUNK)
+        stream = _Prefetch(source, keep=2 * _TAR_BUFSIZE + 1024)
+        try:
+            tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
+                fileobj=stream,
+                mode="r|",
+                bufsize=_TAR_BUFSIZE,
+                encoding="utf-8",
+                errors="surrogateescape",
+            )
+
+            def finish() -> str:
+                # tarfile stops silently at EOF or at a garbage header; only a zero
+                # block where it stopped proves the archive was not cut short.
+                block = stream.recent(tar.offset, tarfile.BLOCKSIZE)
+                if block is None or block.count(0) != tarfile.BLOCKSIZE:
+                    raise ArchiveError(
+                        f"archive is truncated or corrupt at byte {tar.offset} of its tar stream",
+                        file=path,
+                    )
+                while stream.read(_CHUNK):  # reach EOF so the compressor checks its trailer
+                    pass
+                return raw.finish()
+
+            yield _iter_tar(tar, path), finish
+        finally:
+            stream.close()
+            source.close()
+
+
+# -- the layout of an archive ---------------------------------------------------------------
+
+
+class _Layout:
+    """The tree an archive describes, checked member by member before anything is written."""
+
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        self.entries: dict[str, _Entry] = {}
+
+    def _fail(self, member: _Member, why: str) -> ArchiveError:
+        return ArchiveError(f"member {member.original!r} {why}", file=self.archive)
+
+    def add(self, member: _Member) -> _Entry:
+        entries = self.entries
+        parts = member.name.split("/")
+        for depth in range(1, len(parts)):
+            ancestor = "/".join(parts[:depth])
+            found = entries.get(ancestor)
+            if found is None:
+                entries[ancestor] = _Entry(_DIR)
+            elif found.kind != _DIR:
+                raise self._fail(member, f"lies inside {ancestor!r}, which is a {found.kind}")
+        existing = entries.get(member.name)
+        if existing is not None and (existing.kind == _DIR) != (member.kind == _DIR):
+            raise self._fail(member, f"replaces a {existing.kind} of the same name")
+        if member.kind == _DIR:
+            return existing or entries.setdefault(member.name, _Entry(_DIR))
+        if member.kind == _LINK:
+            if not member.target or "\0" in member.target:
+                raise self._fail(member, "is a symlink with an empty or invalid target")
+            if member.target.startswith("/"):
+                raise self._fail(member, f"is a symlink to an absolute path {member.target!r}")
+            entry = _Entry(_LINK, target=member.target)
+        elif member.kind == _HARDLINK:
+            target = _normalize(member.target, self.archive, f"hard link {member.original!r} to")
+            source = entries.get(target) if target is not None else None
+            if source is None or source.kind != _FILE:
+                raise self._fail(
+                    member, f"is a hard link to {member.target!r}, not an earlier regular file"
+                )
+            entry = _Entry(_FILE, member.executable, source.digest, source.size)
+        else:
+            entry = _Entry(_FILE, member.executable)
+        entries[member.name] = entry
+        return entry
+
+    def top(self) -> str | None:
+        """The single top-level directory every member sits under, if there is one."""
+        tops = {name.partition("/")[0] for name in self.entries}
+        if len(tops) == 1:
+            (top,) = tops
+            if self.entries[top].kind == _DIR:
+                return top
+        return None
+
+    def check_links(self) -> None:
+        """Refuse symlinks that resolve outside the source root (following other links)."""
+        top = self.top()
+        floor = 1 if top is not None else 0
+        for name, entry in self.entries.items():
+            if entry.kind == _LINK and self._escapes(name, floor):
+                raise ArchiveError(
+                    f"member {name!r} is a symlink to {entry.target!r}, "
+                    "which points outside the source tree",
+                    file=self.archive,
+                )
+
+    def _escapes(self, name: str, floor: int) -> bool:
+        stack = name.split("/")[:-1]
+        if len(stack) < floor:
+            return True
+        pending = collections.deque(self.entries[name].target.split("/"))
+        hops = 0
+        while pending:
+            part = pending.popleft()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if len(stack) <= floor:
+                    return True
+                stack.pop()
+                continue
+            stack.append(part)
+            found = self.entries.get("/".join(stack))
+            if found is not None and found.kind == _LINK:
+                hops += 1
+                if hops > _MAX_HOPS or found.target.startswith("/"):
+                    return True
+                stack.pop()
+                pending.extendleft(reversed(found.target.split("/")))
+        return False
+
+    def source_digest(self, raw_sha256: str | None) -> SourceDigest:
+        self.check_links()
+        top = self.top()
+        cut = len(top) + 1 if top is not None else 0
+        records: list[tuple[bytes, bytes]] = []
+        files = size = 0
+        for name, entry in self.entries.items():
+            relative = name[cut:]
+            if not relative or is_ignored(relative.split("/")):
+                continue
+            path = _encode(relative)
+            if entry.kind == _DIR:
+                records.append((path, dir_record(path)))
+            elif entry.kind == _LINK:
+                files += 1
+                records.append((path, link_record(path, _encode(entry.target))))
+            else:
+                files += 1
+                size += entry.size
+                records.append((path, file_record(path, entry.executable, entry.digest)))
+        return SourceDigest(canonical_digest(records), files, size, raw_sha256)
+
+
+# -- public API -------------------------------------------------------------------------------
+
+
+def _hash_content(read: Callable[[int], bytes | memoryview]) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    while chunk := read(_CHUNK):
+        sha.update(chunk)
+        size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def archive_digest(path: Path) -> SourceDigest:
+    """Canonical content digest of an sdist or other source archive, in one streaming pass.
+
+    The single top-level directory (``name-version/``) is stripped, so the result
+    equals ``tree_digest(safe_extract(path, dest))``. Unsafe members are refused
+    exactly as :func:`safe_extract` refuses them.
+    """
+    path = Path(path)
+    layout = _Layout(path)
+    try:
+        with _members(path) as (members, finish):
+            for member in members:
+                entry = layout.add(member)
+                if member.read is not None:
+                    entry.digest, entry.size = _hash_content(member.read)
+            raw_sha256 = finish()
+    except ArchiveError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ArchiveError(f"cannot read archive: {exc}", file=path) from None
+    return layout.source_digest(raw_sha256)
+
+
+def _write_file(target: str, member: _Member) -> None:
+    assert member.read is not None
+    if os.path.lexists(target):
+        os.unlink(target)  # a later member of the same name wins, as with tar
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(target, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        while chunk := member.read(_CHUNK):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        _finish_file(fd, member)
+    finally:
+        os.close(fd)
+
+
+def _finish_file(fd: int, member: _Member) -> None:
+    # Only the exec bit is meaningful; everything else gets a fixed mode.
+    os.fchmod(fd, 0o755 if member.executable else 0o644)
+    if member.mtime > 0:
+        # Build systems (make, autotools) compare timestamps of shipped files.
+        os.utime(fd, (member.mtime, member.mtime))
+
+
+def safe_extract(path: Path, dest: Path) -> Path:
+    """Extract ``path`` into ``dest`` and return the source root.
+
+    The root is ``dest/<top>`` when every member sits under one top-level directory,
+    else ``dest``. Members with ``..`` or absolute paths, links escaping the tree,
+    devices and fifos are refused with :class:`ArchiveError` naming the member.
+    Members are unpacked into a private folder inside ``dest`` and only moved into
+    place when the whole archive was read and checked, so a refused or corrupt
+    archive leaves ``dest`` as it was and nothing is ever written outside it.
+    """
+    path, dest = Path(path), Path(dest)
+    _suffix(path)  # refuse unknown types before touching dest
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchiveError(f"cannot create destination {dest}: {exc.strerror}", file=path) from None
+    staging = tempfile.mkdtemp(prefix=".buildprint-extract-", dir=dest)
+    layout = _Layout(path)
+    try:
+        with _members(path) as (members, finish):
+            for member in members:
+                layout.add(member)  # refuses before anything is written
+                target = os.path.join(staging, member.name)
+                # No symlink exists on disk yet (they are made last), so creating
+                # parents cannot be redirected outside the staging folder.
+                if member.kind == _DIR:
+                    os.makedirs(target, exist_ok=True)
+                    continue
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if member.kind == _FILE:
+                    _write_file(target, member)
+                elif member.kind == _HARDLINK:
+                    source = _normalize(member.target, path)
+                    assert source is not None  # checked by layout.add
+                    if os.path.lexists(target):
+                        os.unlink(target)
+                    shutil.copyfile(os.path.join(staging, source), target)
+                    fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                    try:
+                        _finish_file(fd, member)
+                    finally:
+                        os.close(fd)
+            finish()
+        layout.check_links()
+        for name, entry in layout.entries.items():
+            if entry.kind == _LINK:
+                target = os.path.join(staging, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if os.path.lexists(target):
+                    os.unlink(target)
+                os.symlink(entry.target, target)
+        return _move_into_place(path, Path(staging), dest, layout.top())
+    except ArchiveError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except _READ_ERRORS as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ArchiveError(f"cannot extract archive: {exc}", file=path) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _move_into_place(archive: Path, staging: Path, dest: Path, top: str | None) -> Path:
+    names = [top] if top is not None else sorted(os.listdir(staging))
+    for name in names:
+        if os.path.lexists(dest / name):
+            raise ArchiveError(f"destination {dest} already contains {name!r}", file=archive)
+    for name in names:
+        os.replace(staging / name, dest / name)
+    os.rmdir(staging)
+    return dest / top if top is not None else dest

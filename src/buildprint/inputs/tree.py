@@ -1,0 +1,190 @@
+"""Canonical content digest of a source directory, memoised so unchanged files are not re-read."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+from buildprint.errors import InputError
+from buildprint.inputs.archive import (
+    IGNORED_NAMES,
+    IGNORED_ROOT_NAMES,
+    IGNORED_SUFFIXES,
+    SourceDigest,
+    canonical_digest,
+)
+from buildprint.inputs.files import digest_fd
+
+__all__ = ["MEMO_FORMAT", "RACY_WINDOW_NS", "TreeMemo", "tree_digest"]
+
+#: Identifies the memo file layout; a file with another value is ignored (empty memo).
+MEMO_FORMAT = "buildprint-tree-memo-1"
+
+#: Files modified less than this long before a walk started are hashed but not
+#: memoised: a second write within the file system's timestamp granularity could
+#: leave size, mtime and inode unchanged ("racily clean", as git calls it).
+RACY_WINDOW_NS = 2_000_000_000
+
+_IGNORED = frozenset(os.fsencode(name) for name in IGNORED_NAMES)
+_IGNORED_AT_ROOT = _IGNORED | frozenset(os.fsencode(name) for name in IGNORED_ROOT_NAMES)
+_SUFFIXES = tuple(os.fsencode(suffix) for suffix in IGNORED_SUFFIXES)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+#: Memo value: (size, mtime_ns, inode, content digest as ASCII hex bytes).
+_Stamp = tuple[int, int, int, bytes]
+
+
+class TreeMemo:
+    """Per-file content digests keyed by (relative path, size, mtime_ns, inode).
+
+    Only content digests are memoised; file type and exec bit are always taken from
+    the current ``lstat``, so a ``chmod +x`` is seen without re-reading the file.
+    After each :func:`tree_digest` the memo holds exactly the files of that walk, so
+    :meth:`save` drops entries for files that are gone.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[bytes, _Stamp] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @classmethod
+    def load(cls, path: Path) -> TreeMemo:
+        """Read the memo at ``path``; a missing, unreadable or corrupt file gives an empty memo."""
+        memo = cls(path)
+        try:
+            data = json.loads(Path(path).read_bytes())
+            if not isinstance(data, dict) or data.get("format") != MEMO_FORMAT:
+                return memo
+            entries = data["entries"]
+            loaded: dict[bytes, _Stamp] = {}
+            for name, (size, mtime_ns, inode, digest) in entries.items():
+                if not (
+                    isinstance(size, int)
+                    and isinstance(mtime_ns, int)
+                    and isinstance(inode, int)
+                    and isinstance(digest, str)
+                    and len(digest) == 64
+                ):
+                    return memo
+                loaded[name.encode("utf-8", "surrogateescape")] = (
+                    size,
+                    mtime_ns,
+                    inode,
+                    digest.encode("ascii"),
+                )
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return memo
+        memo.entries = loaded
+        return memo
+
+    def save(self) -> None:
+        """Write the memo atomically (temp file in the same folder, fsync, rename)."""
+        if self.path is None:
+            raise ValueError("this TreeMemo has no file to save to")
+        entries = {
+            name.decode("utf-8", "surrogateescape"): [size, mtime_ns, inode, digest.decode()]
+            for name, (size, mtime_ns, inode, digest) in self.entries.items()
+        }
+        # ensure_ascii keeps undecodable names (lone surrogates) representable.
+        payload = json.dumps({"format": MEMO_FORMAT, "entries": entries}, separators=(",", ":"))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(payload)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            os.unlink(temp)
+            raise
+
+
+def tree_digest(root: Path, memo: TreeMemo | None = None) -> SourceDigest:
+    """Canonical content digest of the directory ``root`` (same scheme as archives).
+
+    Symlinks are recorded as links and never followed; VCS and build debris
+    (``archive.IGNORED_*``) is skipped. With ``memo``, files whose size, mtime and
+    inode are unchanged are not read again, and the memo is updated in place.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("source tree is not a directory", file=root)
+    base = os.fsencode(root)
+    previous = memo.entries if memo is not None else {}
+    current: dict[bytes, _Stamp] = {}
+    racy_after = time.time_ns() - RACY_WINDOW_NS
+    records: list[tuple[bytes, bytes]] = []
+    files = size = 0
+    pending: list[bytes] = [b""]
+    while pending:
+        prefix = pending.pop()
+        ignored = _IGNORED_AT_ROOT if not prefix else _IGNORED
+        try:
+            scan = os.scandir(base + b"/" + prefix if prefix else base)
+        except OSError as exc:
+            raise InputError(
+                f"cannot list {os.fsdecode(prefix)!r}: {exc.strerror}", file=root
+            ) from None
+        with scan:
+            for entry in scan:
+                name = entry.name
+                if name in ignored or name.endswith(_SUFFIXES):
+                    continue
+                relative = prefix + name
+                if entry.is_dir(follow_symlinks=False):
+                    records.append((relative, b"D\0" + relative + b"\0"))
+                    pending.append(relative + b"/")
+                elif entry.is_symlink():
+                    target = os.readlink(entry.path)
+                    records.append((relative, b"L\0" + relative + b"\0" + target + b"\0"))
+                    files += 1
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    stamp = previous.get(relative)
+                    mode = info.st_mode
+                    if (
+                        stamp is None
+                        or stamp[0] != info.st_size
+                        or stamp[1] != info.st_mtime_ns
+                        or stamp[2] != info.st_ino
+                    ):
+                        stamp, mode = _read(root, entry.path, relative)
+                    if stamp[1] < racy_after:
+                        current[relative] = stamp
+                    files += 1
+                    size += stamp[0]
+                    mark = b"\0x\0" if mode & stat.S_IXUSR else b"\0-\0"
+                    records.append((relative, b"F\0" + relative + mark + stamp[3] + b"\0"))
+                else:
+                    raise InputError(
+                        f"{os.fsdecode(relative)!r} is not a regular file, directory or symlink",
+                        file=root,
+                    )
+    if memo is not None:
+        memo.entries = current
+    return SourceDigest(canonical_digest(records), files, size, None)
+
+
+def _read(root: Path, path: bytes, relative: bytes) -> tuple[_Stamp, int]:
+    """Hash one file; the stamp comes from the open file so it matches what was read."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            info = os.fstat(fd)
+            digest = digest_fd(fd, info.st_size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {os.fsdecode(relative)!r}: {exc.strerror}", file=root
+        ) from None
+    stamp = (info.st_size, info.st_mtime_ns, info.st_ino, digest.encode("ascii"))
+    return stamp, info.st_mode
