@@ -486,3 +486,31 @@ def cache_pull(
         fetched = engine.remote_cache.fetch_many([r for r in wanted if r is not None])
         _warn(engine.problems)
     out.print(f"fetched {len(fetched)} of {len(wanted)} record(s)")
+
+
+@main.command()
+@click.option(
+    "--repository-url",
+    required=True,
+    metavar="URL",
+    help="Upload endpoint of a pypiserver/devpi index (credentials: "
+    "BUILDPRINT_PUBLISH_USER/PASSWORD or TWINE_USERNAME/PASSWORD).",
+)
+@project_option
+@json_option
+@reports_errors
+def publish(repository_url: str, project: Path, as_json: bool) -> None:
+    """Upload the wheelhouse's wheels to a package index."""
+    from buildprint.project.project import Project
+    from buildprint.store.publish import publish as upload
+
+    wheelhouse = Project.load(project).wheelhouse_dir
+    wheels = sorted(wheelhouse.glob("*.whl"))
+    if not wheels:
+        raise InputError("no wheels to publish", file=wheelhouse)
+    results = upload(wheels, repository_url)
+    if as_json:
+        click.echo(render.dump_json({"published": [r.__dict__ for r in results]}))
+    else:
+        for result in results:
+            out.print(f"{result.wheel}: {result.status}", highlight=False)
