@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -26,10 +27,10 @@ from buildprint.inputs.toolchain import interpreter_identity
 from buildprint.project.project import Project, parse_requirement, read_requirements
 from buildprint.signature.diff import Change, diff
 from buildprint.signature.manifest import Manifest
-from buildprint.store.cache import RemoteCache
 from buildprint.store.local import LocalStore
-from buildprint.store.remote import open_remote
-from buildprint.store.signing import generate_key, load_signing_key
+
+if TYPE_CHECKING:
+    from buildprint.store.cache import RemoteCache
 
 __all__ = ["Engine", "Explanation", "Options"]
 
@@ -106,6 +107,11 @@ class Engine:
         configured += [(url, True, True) for url in self.options.remotes]
         if not configured:
             return None
+        # Imported here: boto3, httpx and cryptography cost a noticeable part of a no-op plan.
+        from buildprint.store.cache import RemoteCache
+        from buildprint.store.remote import open_remote
+        from buildprint.store.signing import generate_key, load_signing_key
+
         remotes = [
             open_remote(url, writable=write) for url, read, write in configured if read or write
         ]
