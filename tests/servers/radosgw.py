@@ -140,19 +140,28 @@ debug rgw = 0
             timeout=30,
             what="ceph-mon",
             proc=gw.procs[0],
-            log=root / "log" / "ceph-mon.a.log",
+            log=root / "log" / "mon.a.log",
         )
+        # The OSD's first command carries a zero fsid if it starts while the monitor is still
+        # electing itself ("wrong fsid" and exit): wait until the monitor answers commands.
+        wait_until(
+            lambda: bool(
+                run_checked([ceph, "-c", str(conf), "mon", "stat"], what="ceph mon stat", env=env)
+            ),
+            timeout=30,
+            what="ceph-mon quorum",
+            proc=gw.procs[0],
+            log=root / "log" / "mon.a.log",
+        )
+        # No `ceph osd new`: the OSD registers itself at boot. Pre-registering it made about
+        # one start in two fail with "wrong fsid" on memstore.
         osd_uuid = str(uuid.uuid4())
-        osd_id = run_checked(
-            [ceph, "-c", str(conf), "osd", "new", osd_uuid], what="ceph osd new", env=env
-        ).strip()
+        osd_id = "0"
         (root / "osd" / f"ceph-{osd_id}").mkdir(parents=True, exist_ok=True)
         run_checked(
             [osd, "-c", str(conf), "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid],
             what="ceph-osd --mkfs",
         )
-        osd_proc = _spawn([osd, "-c", str(conf), "-f", "-i", osd_id], root / "log" / "osd-stdout")
-        gw.procs.append(osd_proc)
 
         def osd_up() -> bool:
             out = run_checked(
@@ -160,13 +169,26 @@ debug rgw = 0
             )
             return int(json.loads(out).get("num_up_osds", 0)) >= 1
 
-        wait_until(
-            osd_up,
-            timeout=60,
-            what="ceph-osd",
-            proc=osd_proc,
-            log=root / "log" / f"ceph-osd.{osd_id}.log",
-        )
+        # Pacific's OSD sometimes sends its first monitor command before it has the monmap
+        # (zero fsid, "wrong fsid", exit 1) even with the monitor up; a restart succeeds.
+        for attempt in range(3):
+            osd_proc = _spawn(
+                [osd, "-c", str(conf), "-f", "-i", osd_id], root / "log" / f"osd-stdout.{attempt}"
+            )
+            gw.procs.append(osd_proc)
+            try:
+                wait_until(
+                    osd_up,
+                    timeout=60,
+                    what="ceph-osd",
+                    proc=osd_proc,
+                    log=root / "log" / f"osd.{osd_id}.log",
+                )
+                break
+            except ServerError:
+                if osd_proc.poll() is None or attempt == 2:
+                    raise
+                gw.procs.remove(osd_proc)
         rgw_proc = _spawn(
             [rgw, "-c", str(conf), "-f", "-n", "client.rgw.test"], root / "log" / "rgw-stdout"
         )
@@ -176,7 +198,7 @@ debug rgw = 0
             timeout=90,
             what="radosgw",
             proc=rgw_proc,
-            log=root / "log" / "client.rgw.test.log",
+            log=root / "log" / "rgw-stdout",
         )
         gw.access_key = "BPTESTACCESSKEY0001"
         gw.secret_key = "bp-s3-secret-" + uuid.uuid4().hex
