@@ -30,11 +30,11 @@ class PypiServer:
 def start_pypiserver(root: Path, *, user: str, password: str) -> PypiServer:
     """Start pypiserver serving ``root/packages``; uploads need ``user``/``password``."""
     try:
-        from passlib.apache import HtpasswdFile
+        from passlib.apache import HtpasswdFile  # type: ignore[import-untyped]
     except ImportError:
         raise ServerError("passlib is not installed; pip install -e '.[test]'") from None
     try:
-        import pypiserver  # noqa: F401
+        import pypiserver  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         raise ServerError("pypiserver is not installed; pip install -e '.[test]'") from None
     packages = root / "packages"
