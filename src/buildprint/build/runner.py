@@ -27,6 +27,7 @@ from buildprint.errors import BuildFailed, BuildprintError
 from buildprint.inputs.archive import safe_extract
 from buildprint.project.plugins import call_hook
 from buildprint.project.settings import PackageSettings
+from buildprint.signature.compose import PendingDependencies
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
 
@@ -163,6 +164,7 @@ class Builder:
     def run(
         self, nodes: Sequence[PackageNode], jobs: int, progress: Progress | None = None
     ) -> list[Outcome]:
+        self.check_inputs(nodes)
         outcomes: dict[str, Outcome] = {}
         remaining = {n.name: n for n in nodes}
         running: dict[Future[Outcome], str] = {}
@@ -192,6 +194,21 @@ class Builder:
                     if progress:
                         progress("done", outcomes[name])
         return [outcomes[n.name] for n in nodes]
+
+    def check_inputs(self, nodes: Sequence[PackageNode]) -> None:
+        """Compose every signature that does not wait on a build, before anything is built.
+
+        Bad input found here (a plugin or host hook that raises, a policy naming an unknown
+        component) raises, so the run stops with exit 2 and leaves the store and wheelhouse as
+        they were, instead of failing one package after others were already stored.
+        """
+        versions = {n.name: n.version for n in nodes}
+        for node in nodes:
+            unknown = {d: DepResult(versions[d], None, None) for d in node.deps}
+            try:
+                self.planner.manifest(node, unknown)
+            except PendingDependencies:
+                continue  # composed again, with its dependencies' results, when they finish
 
     def _one(
         self, node: PackageNode, deps: Mapping[str, DepResult], progress: Progress | None
