@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import stat
@@ -11,9 +12,13 @@ from pathlib import Path
 
 from buildprint.errors import InputError
 from buildprint.inputs.archive import (
+    DIR_MARK,
+    EXEC_FILE_MARK,
+    FILE_MARK,
     IGNORED_NAMES,
     IGNORED_ROOT_NAMES,
     IGNORED_SUFFIXES,
+    LINK_MARK,
     SourceDigest,
     canonical_digest,
 )
@@ -34,7 +39,8 @@ _IGNORED_AT_ROOT = _IGNORED | frozenset(os.fsencode(name) for name in IGNORED_RO
 _SUFFIXES = tuple(os.fsencode(suffix) for suffix in IGNORED_SUFFIXES)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
-#: Memo value: (size, mtime_ns, inode, content digest as ASCII hex bytes).
+#: Memo value: (size, mtime_ns, inode, content digest as ASCII hex + NUL, i.e. the
+#: tail of the file's canonical record, so a memo hit needs one concatenation).
 _Stamp = tuple[int, int, int, bytes]
 
 
@@ -77,7 +83,7 @@ class TreeMemo:
                     size,
                     mtime_ns,
                     inode,
-                    digest.encode("ascii"),
+                    digest.encode("ascii") + b"\0",
                 )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return memo
@@ -89,7 +95,7 @@ class TreeMemo:
         if self.path is None:
             raise ValueError("this TreeMemo has no file to save to")
         entries = {
-            name.decode("utf-8", "surrogateescape"): [size, mtime_ns, inode, digest.decode()]
+            name.decode("utf-8", "surrogateescape"): [size, mtime_ns, inode, digest[:-1].decode()]
             for name, (size, mtime_ns, inode, digest) in self.entries.items()
         }
         # ensure_ascii keeps undecodable names (lone surrogates) representable.
@@ -117,12 +123,24 @@ def tree_digest(root: Path, memo: TreeMemo | None = None) -> SourceDigest:
     root = Path(root)
     if not root.is_dir():
         raise InputError("source tree is not a directory", file=root)
+    # The walk allocates a few objects per file and frees none; generational GC
+    # passes over them would cost more than the walk itself on large trees.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _walk(root, memo)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _walk(root: Path, memo: TreeMemo | None) -> SourceDigest:
     base = os.fsencode(root)
     previous = memo.entries if memo is not None else {}
     current: dict[bytes, _Stamp] = {}
     racy_after = time.time_ns() - RACY_WINDOW_NS
-    records: list[tuple[bytes, bytes]] = []
-    files = size = 0
+    records: list[bytes] = []
+    size = regular = links = 0
     pending: list[bytes] = [b""]
     while pending:
         prefix = pending.pop()
@@ -130,23 +148,16 @@ def tree_digest(root: Path, memo: TreeMemo | None = None) -> SourceDigest:
         try:
             scan = os.scandir(base + b"/" + prefix if prefix else base)
         except OSError as exc:
-            raise InputError(
-                f"cannot list {os.fsdecode(prefix)!r}: {exc.strerror}", file=root
-            ) from None
+            where = os.fsdecode(prefix)
+            raise InputError(f"cannot list {where!r}: {exc.strerror}", file=root) from None
         with scan:
             for entry in scan:
                 name = entry.name
                 if name in ignored or name.endswith(_SUFFIXES):
                     continue
                 relative = prefix + name
-                if entry.is_dir(follow_symlinks=False):
-                    records.append((relative, b"D\0" + relative + b"\0"))
-                    pending.append(relative + b"/")
-                elif entry.is_symlink():
-                    target = os.readlink(entry.path)
-                    records.append((relative, b"L\0" + relative + b"\0" + target + b"\0"))
-                    files += 1
-                elif entry.is_file(follow_symlinks=False):
+                # Regular files first: they are the common case and is_file() is free.
+                if entry.is_file(follow_symlinks=False):
                     info = entry.stat(follow_symlinks=False)
                     stamp = previous.get(relative)
                     mode = info.st_mode
@@ -159,10 +170,16 @@ def tree_digest(root: Path, memo: TreeMemo | None = None) -> SourceDigest:
                         stamp, mode = _read(root, entry.path, relative)
                     if stamp[1] < racy_after:
                         current[relative] = stamp
-                    files += 1
                     size += stamp[0]
-                    mark = b"\0x\0" if mode & stat.S_IXUSR else b"\0-\0"
-                    records.append((relative, b"F\0" + relative + mark + stamp[3] + b"\0"))
+                    regular += 1
+                    mark = EXEC_FILE_MARK if mode & stat.S_IXUSR else FILE_MARK
+                    records.append(relative + mark + stamp[3])
+                elif entry.is_dir(follow_symlinks=False):
+                    records.append(relative + DIR_MARK)
+                    pending.append(relative + b"/")
+                elif entry.is_symlink():
+                    records.append(relative + LINK_MARK + os.readlink(entry.path) + b"\0")
+                    links += 1
                 else:
                     raise InputError(
                         f"{os.fsdecode(relative)!r} is not a regular file, directory or symlink",
@@ -170,7 +187,7 @@ def tree_digest(root: Path, memo: TreeMemo | None = None) -> SourceDigest:
                     )
     if memo is not None:
         memo.entries = current
-    return SourceDigest(canonical_digest(records), files, size, None)
+    return SourceDigest(canonical_digest(records), regular + links, size, None)
 
 
 def _read(root: Path, path: bytes, relative: bytes) -> tuple[_Stamp, int]:
@@ -183,8 +200,7 @@ def _read(root: Path, path: bytes, relative: bytes) -> tuple[_Stamp, int]:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise InputError(
-            f"cannot read {os.fsdecode(relative)!r}: {exc.strerror}", file=root
-        ) from None
-    stamp = (info.st_size, info.st_mtime_ns, info.st_ino, digest.encode("ascii"))
+        where = os.fsdecode(relative)
+        raise InputError(f"cannot read {where!r}: {exc.strerror}", file=root) from None
+    stamp = (info.st_size, info.st_mtime_ns, info.st_ino, digest.encode("ascii") + b"\0")
     return stamp, info.st_mode
