@@ -135,29 +135,63 @@ class RemoteCache:
     def fetch_many(
         self, records: Iterable[ActionRecord], jobs: int | None = None
     ) -> list[ActionRecord]:
-        """Fetch several records' blobs concurrently; return those now complete locally.
+        """Fetch several records concurrently; return those now complete locally, in order.
 
-        A record whose blobs failed is left out (and reported); the others are stored.
+        Blob downloads run on ``jobs`` threads and each record is written by the thread that
+        completes its last blob, so local writes overlap with downloads. A record whose blobs
+        failed is left out (and reported); the others are stored.
         """
         records = list(records)
-        wanted: dict[str, tuple[Artifact, list[Remote]]] = {}
+        users: dict[str, list[ActionRecord]] = {}
+        artifacts: dict[str, tuple[Artifact, list[Remote]]] = {}
+        outstanding: dict[str, int] = {}
         for record in records:
-            for artifact in record.artifacts:
-                wanted.setdefault(artifact.sha256, (artifact, self._sources(record.signature)))
-        failed = {
-            err_sha for err_sha, _err in self._fetch_blobs_by_digest(wanted, jobs or self.jobs)
-        }
-        done: list[ActionRecord] = []
+            digests = {a.sha256: a for a in record.artifacts}
+            outstanding[record.signature] = len(digests)
+            for sha, artifact in digests.items():
+                users.setdefault(sha, []).append(record)
+                artifacts.setdefault(sha, (artifact, self._sources(record.signature)))
+        failed: set[str] = set()
+        stored: set[str] = set()
+        lock = threading.Lock()
+
+        def store(record: ActionRecord) -> None:
+            try:
+                self.local.put_record(record)
+            except StoreError as exc:
+                self._report(f"record {record.signature} not stored locally: {exc}")
+                return
+            with lock:
+                stored.add(record.signature)
+
+        def get(sha: str) -> None:
+            artifact, sources = artifacts[sha]
+            error = None if self.local.has_blob(sha) else self._fetch_blob(artifact, sources)
+            ready: list[ActionRecord] = []
+            with lock:
+                for record in users[sha]:
+                    if error is not None:
+                        failed.add(record.signature)
+                    outstanding[record.signature] -= 1
+                    if outstanding[record.signature] == 0 and record.signature not in failed:
+                        ready.append(record)
+            for record in ready:
+                store(record)
+
         for record in records:
-            if any(a.sha256 in failed for a in record.artifacts):
+            if outstanding[record.signature] == 0:
+                store(record)
+        if artifacts:
+            workers = max(1, min(jobs or self.jobs, len(artifacts)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(get, artifacts))
+        for record in records:
+            if record.signature in failed:
                 self._report(
                     f"record {record.signature} ({record.name} {record.version}) not fetched: "
                     "a blob could not be downloaded"
                 )
-                continue
-            self.local.put_record(record)
-            done.append(record)
-        return done
+        return [r for r in records if r.signature in stored]
 
     def _sources(self, signature: str) -> list[Remote]:
         """Remotes to try for a record's blobs: the one it came from first."""

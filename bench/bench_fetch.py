@@ -1,0 +1,223 @@
+"""Benchmark: fetch 200 cached wheels with RemoteCache vs plain concurrent GETs (nginx and S3).
+
+Starts nginx (WebDAV) and Ceph radosgw on 127.0.0.1 with the test helpers, publishes 200 random
+100-500 KB blobs as signed records, then times, in the same run and best of N:
+  * RemoteCache.fetch_many into a fresh local store (verified, stored, records written), and
+    lookup + fetch_many together;
+  * plain concurrent httpx GETs / boto3 get_object calls of the same blobs written to files.
+The ratio is plain time / RemoteCache time (1.0 = no overhead; target >= 0.8).
+
+Run: python3 bench/bench_fetch.py [--count 200] [--jobs 16] [--rounds 3] [--skip-s3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from buildprint.signature.canonical import digest_bytes
+from buildprint.store.cache import RemoteCache
+from buildprint.store.local import LocalStore
+from buildprint.store.record import ActionRecord, Artifact
+from buildprint.store.remote import open_remote
+from buildprint.store.signing import generate_key, load_signing_key
+from servers.nginx import start_nginx
+from servers.radosgw import start_radosgw
+
+__all__ = ["main"]
+
+
+def _records(local: LocalStore, count: int) -> list[ActionRecord]:
+    rng = random.Random(42)
+    out = []
+    for i in range(count):
+        data = os.urandom(rng.randint(100_000, 500_000))
+        sha = local.put_blob_bytes(data)
+        sig = digest_bytes(f"bench-{i}-{sha}".encode())
+        out.append(
+            ActionRecord(
+                signature=sig,
+                name=f"pkg{i}",
+                version="1.0",
+                manifest={"signature": sig},
+                artifacts=(Artifact(f"pkg{i}-1.0-py3-none-any.whl", sha, len(data), sha),),
+            )
+        )
+    return out
+
+
+def _best(rounds: int, run: Callable[[Path], None], work: Path) -> float:
+    best = float("inf")
+    for r in range(rounds):
+        target = work / f"r{r}-{time.monotonic_ns()}"
+        target.mkdir()
+        start = time.perf_counter()
+        run(target)
+        best = min(best, time.perf_counter() - start)
+        shutil.rmtree(target)
+    return best
+
+
+def _compare(
+    label: str,
+    url: str,
+    records: list[ActionRecord],
+    public: str,
+    plain: Callable[[Path], None],
+    *,
+    jobs: int,
+    rounds: int,
+    work: Path,
+) -> None:
+    total = sum(a.size for r in records for a in r.artifacts)
+
+    # One remote for all rounds, like one CLI run: client set-up is not what is measured.
+    remote = open_remote(url, writable=False)
+
+    def cache_fetch(target: Path, *, with_lookup: bool) -> None:
+        cache = RemoteCache([remote], LocalStore(target), [public], None, jobs=jobs)
+        found = [cache.lookup(r.signature) for r in records] if with_lookup else records
+        done = cache.fetch_many([f for f in found if f is not None], jobs=jobs)
+        assert len(done) == len(records), cache.problems
+        cache.local.close()
+
+    def verified_download(target: Path) -> None:
+        # The remote layer alone: streamed, sha256-verified, renamed into place; no local store.
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(lambda a: remote.get_blob(a.sha256, target / a.sha256), artifacts))
+
+    artifacts = [a for r in records for a in r.artifacts]
+    t_plain = _best(rounds, plain, work)
+    t_verified = _best(rounds, verified_download, work)
+    t_fetch = _best(rounds, lambda t: cache_fetch(t, with_lookup=False), work)
+    t_both = _best(rounds, lambda t: cache_fetch(t, with_lookup=True), work)
+    mb = total / 1e6
+    print(f"{label}: {len(records)} blobs, {mb:.1f} MB, jobs={jobs}, best of {rounds}")
+    print(f"  plain GETs            {t_plain:6.3f} s  {mb / t_plain:7.1f} MB/s")
+    print(
+        f"  verified get_blob      {t_verified:6.3f} s  {mb / t_verified:7.1f} MB/s  "
+        f"ratio {t_plain / t_verified:.2f}"
+    )
+    print(
+        f"  RemoteCache.fetch_many {t_fetch:6.3f} s  {mb / t_fetch:7.1f} MB/s  "
+        f"ratio {t_plain / t_fetch:.2f}"
+    )
+    print(
+        f"  lookup + fetch_many   {t_both:6.3f} s  {mb / t_both:7.1f} MB/s  "
+        f"ratio {t_plain / t_both:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-s3", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bp-bench-"))
+    servers: list[Any] = []
+    try:
+        nginx = start_nginx(work / "nginx", user="u", password="p", token="t")
+        servers.append(nginx)
+        publisher_root = work / "publisher"
+        generate_key(publisher_root)
+        key = load_signing_key(publisher_root)
+        assert key is not None
+        local = LocalStore(publisher_root)
+        records = _records(local, args.count)
+        blobs = [(a.sha256, a.size) for r in records for a in r.artifacts]
+
+        http_url = f"{nginx.url}/open/bench"
+        publisher = RemoteCache([open_remote(http_url, writable=True)], local, [], key, jobs=16)
+        for record in records:
+            publisher.push(record)
+        client = httpx.Client(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+        def plain_http(target: Path) -> None:
+            def one(item: tuple[str, int]) -> None:
+                with (
+                    client.stream("GET", f"{http_url}/cas/{item[0]}") as resp,
+                    open(target / item[0], "wb") as out,
+                ):
+                    for chunk in resp.iter_bytes(1 << 20):
+                        out.write(chunk)
+
+            with ThreadPoolExecutor(args.jobs) as pool:
+                list(pool.map(one, blobs))
+
+        _compare(
+            "nginx WebDAV",
+            http_url,
+            records,
+            key.public_id,
+            plain_http,
+            jobs=args.jobs,
+            rounds=args.rounds,
+            work=work,
+        )
+
+        if not args.skip_s3:
+            gw = start_radosgw(work / "ceph")
+            servers.append(gw)
+            os.environ.update(
+                BUILDPRINT_S3_ENDPOINT=gw.endpoint,
+                AWS_ACCESS_KEY_ID=gw.access_key,
+                AWS_SECRET_ACCESS_KEY=gw.secret_key,
+                AWS_DEFAULT_REGION="us-east-1",
+            )
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=gw.endpoint,
+                region_name="us-east-1",
+                config=boto3.session.Config(max_pool_connections=64),
+            )
+            s3.create_bucket(Bucket="bench")
+            s3_url = "s3://bench/cache"
+            publisher = RemoteCache([open_remote(s3_url, writable=True)], local, [], key, jobs=16)
+            for record in records:
+                publisher.push(record)
+
+            def plain_s3(target: Path) -> None:
+                def one(item: tuple[str, int]) -> None:
+                    body = s3.get_object(Bucket="bench", Key=f"cache/cas/{item[0]}")["Body"]
+                    with open(target / item[0], "wb") as out:
+                        while chunk := body.read(1 << 20):
+                            out.write(chunk)
+
+                with ThreadPoolExecutor(args.jobs) as pool:
+                    list(pool.map(one, blobs))
+
+            _compare(
+                "Ceph radosgw S3",
+                s3_url,
+                records,
+                key.public_id,
+                plain_s3,
+                jobs=args.jobs,
+                rounds=args.rounds,
+                work=work,
+            )
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
