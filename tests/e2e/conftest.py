@@ -88,7 +88,9 @@ def run_cli(
     return CliRun(done.returncode, done.stdout, done.stderr)
 
 
-def _checked(project: Path, command: str, args: tuple[str, ...], env: Mapping[str, str] | None):
+def _checked(
+    project: Path, command: str, args: tuple[str, ...], env: Mapping[str, str] | None
+) -> dict[str, dict[str, Any]]:
     result = run_cli(project, command, "--json", *args, env=env)
     assert result.code == 0, f"{command} exited {result.code}:\n{result.stdout}\n{result.stderr}"
     return result.packages()
@@ -202,14 +204,21 @@ def fake_wheel_version(wheel: Path, version: str, dest_dir: Path) -> Path:
             data = src.read(item)
             filename = item.filename.replace(old_info, new_info)
             if filename == new_info + "METADATA":
-                data = data.replace(f"\nVersion: {old}\n".encode(), f"\nVersion: {version}\n".encode())
+                data = data.replace(
+                    f"\nVersion: {old}\n".encode(), f"\nVersion: {version}\n".encode()
+                )
             if filename == new_info + "RECORD":
                 # RECORD hashes stay valid for unchanged files; drop the lines of edited ones.
                 lines = data.decode().replace(old_info, new_info).splitlines()
-                data = "\n".join(
-                    line if not line.startswith(new_info + "METADATA,") else new_info + "METADATA,,"
-                    for line in lines
-                ).encode() + b"\n"
+                data = (
+                    "\n".join(
+                        line
+                        if not line.startswith(new_info + "METADATA,")
+                        else new_info + "METADATA,,"
+                        for line in lines
+                    ).encode()
+                    + b"\n"
+                )
             out.writestr(filename, data)
     return target
 

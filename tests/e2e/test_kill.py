@@ -1,0 +1,95 @@
+"""End to end: a build killed with SIGKILL leaves no record claiming to be up to date."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from tests.e2e.conftest import BUILDPRINT, PackageSpec, build, cli_env, plan, write_project
+
+from buildprint.store.local import LocalStore
+
+# setup.py runs inside the PEP 517 backend; in the wheel build it tells the test it started,
+# then sleeps long enough to be killed mid-build. The package env hands it SLOW_MARKER.
+SLOW_SETUP = """\
+import os
+import sys
+import time
+from pathlib import Path
+
+from setuptools import setup
+
+marker = os.environ.get("SLOW_MARKER")
+# Only the wheel build sleeps, not the backend's get_requires call made while locking.
+if marker and os.environ.get("SLOW_SLEEP") == "1" and "bdist_wheel" in sys.argv:
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(120)
+setup()
+"""
+
+
+@pytest.mark.slow
+def test_killed_build_leaves_no_record_and_is_built_next_time(
+    tmp_path: Path, backend_wheels: Path
+) -> None:
+    marker = tmp_path / "started"
+    project = write_project(
+        tmp_path / "project",
+        backend_wheels,
+        [
+            PackageSpec("fast"),
+            PackageSpec(
+                "sleepy",
+                files={"setup.py": SLOW_SETUP},
+                settings=f'env = {{ SLOW_MARKER = "{marker}", SLOW_SLEEP = "1" }}\n',
+            ),
+        ],
+    )
+    process = subprocess.Popen(
+        [BUILDPRINT, "build", "--json"],
+        cwd=project,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the backend dies with it
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert process.poll() is None, f"build ended early with {process.returncode}"
+            assert time.monotonic() < deadline, "the slow build never started"
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    # The backend runs in a session of its own (so build timeouts can kill its whole group),
+    # so killing buildprint's group does not reach it: end it here, as an operator would.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+
+    store = project / ".buildprint"
+    with LocalStore(store) as local:
+        assert local.verify() == []
+        assert local.find("sleepy") == []
+    entries = plan(project)
+    assert entries["sleepy"]["action"] == "build"
+    assert entries["fast"]["action"] == "reuse"  # finished before the kill (dependency order)
+    assert not list((project / "wheelhouse").glob("sleepy-*.whl"))
+
+    # The next run builds it (without the sleep) and the store is still sound.
+    settings = project / "packages" / "sleepy.toml"
+    settings.write_text(settings.read_text().replace('SLOW_SLEEP = "1"', 'SLOW_SLEEP = "0"'))
+    done = build(project)
+    assert done["sleepy"]["action"] == "built"
+    assert done["fast"]["action"] == "reused"
+    with LocalStore(store) as local:
+        assert local.verify() == []
