@@ -119,6 +119,7 @@ def main() -> None:
     print(
         f"  {result.files} files, {result.size / 1e6:.0f} MB content, digest {result.digest[:16]}…"
     )
+    print(f"  load average before timing: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     t_zlib, t_ours = best_of(
         args.rounds, lambda: bare_zlib_inflate(sdist), lambda: archive_digest(sdist)
     )

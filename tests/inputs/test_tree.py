@@ -24,13 +24,18 @@ def sdist_tree(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every path ``os.open`` is called with while the test runs (tree reads files only so)."""
+    """Names of the files (not folders) ``os.open`` opens while the test runs.
+
+    tree reads files only through ``os.open`` (relative to their folder's descriptor),
+    so an empty list proves no file content was read.
+    """
     seen: list[str] = []
     real_open: Callable[..., int] = os.open
 
-    def counting_open(path: str | bytes | os.PathLike[str], *args: int, **kwargs: int) -> int:
-        seen.append(os.fsdecode(path))
-        return real_open(path, *args, **kwargs)
+    def counting_open(path: str | bytes, flags: int, *args: int, **kwargs: int | None) -> int:
+        if not flags & os.O_DIRECTORY:
+            seen.append(os.path.basename(os.fsdecode(path)))
+        return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(tree_module.os, "open", counting_open)
     return seen
@@ -119,7 +124,15 @@ def test_missing_root_is_an_input_error(tmp_path: Path) -> None:
 
 
 def _files_opened(opens: list[str], root: Path) -> set[str]:
-    return {os.path.relpath(path, root) for path in opens if path.startswith(str(root))}
+    """Root-relative paths of the files of ``root`` whose names were opened."""
+    names = set(opens)
+    found = {
+        os.path.relpath(os.path.join(folder, name), root)
+        for folder, _dirs, files in os.walk(root)
+        for name in files
+        if name in names
+    }
+    return found
 
 
 def test_warm_digest_reads_no_file_and_a_changed_file_is_read_again(

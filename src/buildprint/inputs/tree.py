@@ -34,9 +34,10 @@ MEMO_FORMAT = "buildprint-tree-memo-1"
 #: leave size, mtime and inode unchanged ("racily clean", as git calls it).
 RACY_WINDOW_NS = 2_000_000_000
 
-_IGNORED = frozenset(os.fsencode(name) for name in IGNORED_NAMES)
-_IGNORED_AT_ROOT = _IGNORED | frozenset(os.fsencode(name) for name in IGNORED_ROOT_NAMES)
-_SUFFIXES = tuple(os.fsencode(suffix) for suffix in IGNORED_SUFFIXES)
+_IGNORED = frozenset(IGNORED_NAMES)
+_IGNORED_AT_ROOT = _IGNORED | IGNORED_ROOT_NAMES
+_SUFFIXES = tuple(IGNORED_SUFFIXES)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 #: Memo value: (size, mtime_ns, inode, content digest as ASCII hex + NUL, i.e. the
@@ -135,65 +136,86 @@ def tree_digest(root: Path, memo: TreeMemo | None = None) -> SourceDigest:
 
 
 def _walk(root: Path, memo: TreeMemo | None) -> SourceDigest:
-    base = os.fsencode(root)
     previous = memo.entries if memo is not None else {}
     current: dict[bytes, _Stamp] = {}
     racy_after = time.time_ns() - RACY_WINDOW_NS
     records: list[bytes] = []
     size = regular = links = 0
-    pending: list[bytes] = [b""]
-    while pending:
-        prefix = pending.pop()
-        ignored = _IGNORED_AT_ROOT if not prefix else _IGNORED
-        try:
-            scan = os.scandir(base + b"/" + prefix if prefix else base)
-        except OSError as exc:
-            where = os.fsdecode(prefix)
-            raise InputError(f"cannot list {where!r}: {exc.strerror}", file=root) from None
-        with scan:
-            for entry in scan:
-                name = entry.name
-                if name in ignored or name.endswith(_SUFFIXES):
-                    continue
-                relative = prefix + name
-                # Regular files first: they are the common case and is_file() is free.
-                if entry.is_file(follow_symlinks=False):
-                    info = entry.stat(follow_symlinks=False)
-                    stamp = previous.get(relative)
-                    mode = info.st_mode
-                    if (
-                        stamp is None
-                        or stamp[0] != info.st_size
-                        or stamp[1] != info.st_mtime_ns
-                        or stamp[2] != info.st_ino
-                    ):
-                        stamp, mode = _read(root, entry.path, relative)
-                    if stamp[1] < racy_after:
-                        current[relative] = stamp
-                    size += stamp[0]
-                    regular += 1
-                    mark = EXEC_FILE_MARK if mode & stat.S_IXUSR else FILE_MARK
-                    records.append(relative + mark + stamp[3])
-                elif entry.is_dir(follow_symlinks=False):
-                    records.append(relative + DIR_MARK)
-                    pending.append(relative + b"/")
-                elif entry.is_symlink():
-                    records.append(relative + LINK_MARK + os.readlink(entry.path) + b"\0")
-                    links += 1
-                else:
-                    raise InputError(
-                        f"{os.fsdecode(relative)!r} is not a regular file, directory or symlink",
-                        file=root,
-                    )
+    # Local names for everything touched per file: this loop is the warm cost.
+    remember, add, suffixes = previous.get, records.append, _SUFFIXES
+    plain, executable, exec_bit = FILE_MARK, EXEC_FILE_MARK, stat.S_IXUSR
+    # Directories are scanned through descriptors: scandir(fd) stats entries with
+    # fstatat(fd, name), which skips resolving the whole path again for every file.
+    # Only the root and the folder being scanned are open at any time.
+    root_fd = _open_dir(root, os.fsencode(root), None)
+    try:
+        pending: list[bytes] = [b""]
+        while pending:
+            prefix = pending.pop()
+            ignored = _IGNORED_AT_ROOT if not prefix else _IGNORED
+            fd = _open_dir(root, prefix[:-1], root_fd) if prefix else root_fd
+            try:
+                with os.scandir(fd) as scan:
+                    for entry in scan:
+                        name = entry.name
+                        if name in ignored or name.endswith(suffixes):
+                            continue
+                        relative = prefix + name.encode("utf-8", "surrogateescape")
+                        # Regular files first: the common case, and is_file() is free.
+                        if entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            stamp = remember(relative)
+                            mode = info.st_mode
+                            if (
+                                stamp is None
+                                or stamp[0] != info.st_size
+                                or stamp[1] != info.st_mtime_ns
+                                or stamp[2] != info.st_ino
+                            ):
+                                stamp, mode = _read(root, fd, name, relative)
+                            if stamp[1] < racy_after:
+                                current[relative] = stamp
+                            size += stamp[0]
+                            regular += 1
+                            add(relative + (executable if mode & exec_bit else plain) + stamp[3])
+                        elif entry.is_dir(follow_symlinks=False):
+                            add(relative + DIR_MARK)
+                            pending.append(relative + b"/")
+                        elif entry.is_symlink():
+                            target = os.readlink(name, dir_fd=fd).encode("utf-8", "surrogateescape")
+                            add(relative + LINK_MARK + target + b"\0")
+                            links += 1
+                        else:
+                            raise InputError(
+                                f"{os.fsdecode(relative)!r} is not a regular file, "
+                                "directory or symlink",
+                                file=root,
+                            )
+            except OSError as exc:
+                where = os.fsdecode(prefix) or "."
+                raise InputError(f"cannot list {where!r}: {exc.strerror}", file=root) from None
+            finally:
+                if fd != root_fd:
+                    os.close(fd)
+    finally:
+        os.close(root_fd)
     if memo is not None:
         memo.entries = current
     return SourceDigest(canonical_digest(records), regular + links, size, None)
 
 
-def _read(root: Path, path: bytes, relative: bytes) -> tuple[_Stamp, int]:
+def _open_dir(root: Path, path: bytes, dir_fd: int | None) -> int:
+    try:
+        return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        where = os.fsdecode(path) if dir_fd is not None else "."
+        raise InputError(f"cannot open folder {where!r}: {exc.strerror}", file=root) from None
+
+
+def _read(root: Path, dir_fd: int, name: str, relative: bytes) -> tuple[_Stamp, int]:
     """Hash one file; the stamp comes from the open file so it matches what was read."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
         try:
             info = os.fstat(fd)
             digest = digest_fd(fd, info.st_size)
