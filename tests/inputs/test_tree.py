@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.inputs.conftest import SDIST, Item, make_tree, set_old_mtimes
@@ -253,3 +255,13 @@ def test_memo_does_not_trust_a_replaced_file_with_the_same_stat(
 def test_memo_save_without_a_path_is_refused() -> None:
     with pytest.raises(ValueError):
         TreeMemo().save()
+
+
+def test_reference_implementation_in_the_docs_agrees(sdist_tree: Path) -> None:
+    """docs/source-digest.md is precise enough to recompute the digest independently."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "source-digest.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.S)
+    assert code is not None
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)
+    assert namespace["digest"](str(sdist_tree)) == tree_digest(sdist_tree).digest
