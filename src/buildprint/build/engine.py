@@ -127,19 +127,22 @@ class Engine:
         """Warnings to show once (remotes down, untrusted records …)."""
         return list(self.remote_cache.problems) if self.remote_cache else []
 
-    def close(self) -> None:
+    def close(self, *, save: bool = True) -> None:
+        """Release resources; ``save=False`` (a run that ended in error) leaves the memo as it
+        was, so bad input changes nothing in the store."""
         if self.remote_cache is not None:
             for remote in self.remote_cache.remotes:
                 remote.close()
-        self.memo.save()
+        if save:
+            self.memo.save()
         self.index.close()
         self.store.close()
 
     def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(save=exc_type is None)
 
     # -- the graph -------------------------------------------------------------------------
 

@@ -258,18 +258,23 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
         )
     lock = Lock()
     for raw_name, entry in packages.items():
-        line = _table_line(text, raw_name)
         if not isinstance(entry, dict):
-            raise InputError(f"packages.{raw_name} must be a table", file=file, line=line)
+            raise InputError(
+                f"packages.{raw_name} must be a table", file=file, line=_table_line(text, raw_name)
+            )
         extra = sorted(set(entry) - {"requires", "wheels", "source"})
         if extra:
             raise InputError(
-                f"unknown key {extra[0]!r} in packages.{raw_name}", file=file, line=line
+                f"unknown key {extra[0]!r} in packages.{raw_name}",
+                file=file,
+                line=_table_line(text, raw_name),
             )
         requires = entry.get("requires")
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise InputError(
-                f"packages.{raw_name}.requires must be a list of strings", file=file, line=line
+                f"packages.{raw_name}.requires must be a list of strings",
+                file=file,
+                line=_table_line(text, raw_name),
             )
         for req in requires:
             try:
@@ -278,12 +283,14 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
                 raise InputError(
                     f"packages.{raw_name}.requires: invalid requirement {req!r}: {exc}",
                     file=file,
-                    line=line,
+                    line=_table_line(text, raw_name),
                 ) from None
         wheels_raw = entry.get("wheels", [])
         if not isinstance(wheels_raw, list):
             raise InputError(
-                f"packages.{raw_name}.wheels must be an array of tables", file=file, line=line
+                f"packages.{raw_name}.wheels must be an array of tables",
+                file=file,
+                line=_table_line(text, raw_name),
             )
         wheels = [
             _parse_wheel(raw, text, raw_name, index, file) for index, raw in enumerate(wheels_raw)
@@ -293,44 +300,63 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
             raise InputError(
                 f"package {raw_name!r} appears twice (names are compared normalized)",
                 file=file,
-                line=line,
+                line=_table_line(text, raw_name),
             )
         source = entry.get("source")
         if source is not None and not isinstance(source, str):
-            raise InputError(f"packages.{raw_name}.source must be a string", file=file, line=line)
+            raise InputError(
+                f"packages.{raw_name}.source must be a string",
+                file=file,
+                line=_table_line(text, raw_name),
+            )
         lock.packages[key] = LockedBuildDeps(requires=list(requires), wheels=wheels, source=source)
     return lock
 
 
 def _parse_wheel(raw: Any, text: str, package: str, index: int, file: str | Path) -> PinnedWheel:
-    line = _wheel_line(text, package, index)
     where = f"packages.{package}.wheels[{index}]"
     if not isinstance(raw, dict):
-        raise InputError(f"{where} must be a table", file=file, line=line)
+        raise InputError(
+            f"{where} must be a table", file=file, line=_wheel_line(text, package, index)
+        )
     missing = [k for k in _WHEEL_KEYS if k not in raw]
     if missing:
-        raise InputError(f"{where} lacks {', '.join(missing)}", file=file, line=line)
+        raise InputError(
+            f"{where} lacks {', '.join(missing)}", file=file, line=_wheel_line(text, package, index)
+        )
     extra = sorted(set(raw) - set(_WHEEL_KEYS))
     if extra:
-        raise InputError(f"{where}: unknown key {extra[0]!r}", file=file, line=line)
+        raise InputError(
+            f"{where}: unknown key {extra[0]!r}", file=file, line=_wheel_line(text, package, index)
+        )
     values = {k: raw[k] for k in _WHEEL_KEYS}
     for key, value in values.items():
         if not isinstance(value, str) or not value:
-            raise InputError(f"{where}.{key} must be a non-empty string", file=file, line=line)
+            raise InputError(
+                f"{where}.{key} must be a non-empty string",
+                file=file,
+                line=_wheel_line(text, package, index),
+            )
     if not _SHA256.match(values["sha256"]):
         raise InputError(
             f"{where}.sha256 must be 64 lowercase hex digits, got {values['sha256']!r}",
             file=file,
-            line=line,
+            line=_wheel_line(text, package, index),
         )
     try:
         Version(values["version"])
     except InvalidVersion:
         raise InputError(
-            f"{where}.version is not a valid version: {values['version']!r}", file=file, line=line
+            f"{where}.version is not a valid version: {values['version']!r}",
+            file=file,
+            line=_wheel_line(text, package, index),
         ) from None
     if not values["filename"].endswith(".whl"):
-        raise InputError(f"{where}.filename must be a .whl file", file=file, line=line)
+        raise InputError(
+            f"{where}.filename must be a .whl file",
+            file=file,
+            line=_wheel_line(text, package, index),
+        )
     return PinnedWheel(**values)
 
 

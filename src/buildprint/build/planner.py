@@ -17,12 +17,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from buildprint.build.lock import Lock, LockedBuildDeps
+from buildprint.build.memo import stat_key
 from buildprint.build.sources import ResolvedSource, SourceResolver
 from buildprint.errors import InputError
 from buildprint.inputs.env import env_value
 from buildprint.inputs.host import HOST_VARIABLE, host_value
-from buildprint.inputs.patches import find_patches, patches_value
-from buildprint.inputs.plugin import function_reference, plugin_digest
+from buildprint.inputs.patches import find_patches, patch_folders, patches_value
+from buildprint.inputs.plugin import function_reference, module_file, plugin_digest
 from buildprint.inputs.toolchain import interpreter_identity, toolchain_value
 from buildprint.project.plugins import PluginHooks, call_hook, load_function, load_hooks
 from buildprint.project.project import Project
@@ -82,6 +83,7 @@ class PackageNode:
     patches: list[Path]
     locked: LockedBuildDeps
     deps: tuple[str, ...] = ()
+    patch_digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def view(self) -> PackageView:
@@ -172,13 +174,15 @@ class Planner:
                 raise InputError(f"{name} is required twice: {seen[name]} and {req}")
             seen[name] = req
         nodes: dict[str, PackageNode] = {}
+        folders = patch_folders(self.project.patches_dir)
         for name, req in seen.items():
             settings = self.project.package_settings(name)
             settings_file = self.project.settings_file(name)
             source = self.resolver.resolve(req, settings.source, settings_file)
-            patches = find_patches(self.project.patches_dir, name, source.version)
+            patches = find_patches(self.project.patches_dir, name, source.version, folders)
+            patch_digests = patches_value(patches)
             locked = self.lock.get(name)
-            patches_key = digest_value(patches_value(patches))
+            patches_key = digest_value(patch_digests)
             if locked is None or not _lock_fits(locked, source, patches_key):
                 locked = replace(
                     lock_step(name, req, source, patches, settings),
@@ -186,7 +190,14 @@ class Planner:
                 )
                 self.lock.set(name, locked)
             nodes[name] = PackageNode(
-                name, source.version, settings, settings_file, source, patches, locked
+                name,
+                source.version,
+                settings,
+                settings_file,
+                source,
+                patches,
+                locked,
+                patch_digests=patch_digests,
             )
         for node in nodes.values():
             node.deps = tuple(
@@ -216,6 +227,29 @@ class Planner:
             variable, lambda: call_hook(hooks, function, node.view), hook_file=str(hooks.file)
         )
 
+    def plugin_value(self, module: str) -> CanonicalValue:
+        """The plugin component, memoized by the state of every file it was read from (and
+        their folders, so a new module that would shadow an import is noticed) and by the
+        versions of the third-party distributions it records."""
+        memo = self.resolver.memo
+        key = f"plugin:{self.project.root}:{module}"
+        cached = memo.get(key)
+        if cached is not None and _plugin_memo_valid(cached):
+            value: CanonicalValue = cached["value"]
+            return value
+        computed = plugin_digest(self.project.root, module)
+        code = computed.get("code")
+        modules = {module} | {str(name).split(":", 1)[0] for name in (code or {})}  # type: ignore[union-attr]
+        paths: set[Path] = set()
+        for name in modules:
+            try:
+                path = module_file(self.project.root, name)
+            except InputError:
+                continue
+            paths.update({path, path.parent})
+        memo.put(key, {"value": computed, "files": {str(p): stat_key(p) for p in sorted(paths)}})
+        return computed
+
     def hooks(self, node: PackageNode) -> PluginHooks | None:
         """The plugin hooks acting on ``node`` (loaded once per run)."""
         module = node.settings.plugin
@@ -232,7 +266,7 @@ class Planner:
             name: self.environ.get(name)
             for name in self.project.settings.signature.env_pass_through
         }
-        plugin = plugin_digest(self.project.root, settings.plugin) if settings.plugin else None
+        plugin = self.plugin_value(settings.plugin) if settings.plugin else None
         host = self._host(node)
         reference = self.project.settings.signature.host_hook
         recorded: dict[str, CanonicalValue] = {
@@ -244,7 +278,7 @@ class Planner:
         return SignatureInputs(
             package=PackageRef(node.name, node.version),
             source=node.source.digest,
-            patches=patches_value(node.patches),
+            patches=node.patch_digests,
             settings=settings.build_settings(),
             env=env_value(settings.env, pass_through),
             plugin=plugin,
@@ -397,6 +431,24 @@ class _Candidate:
 def _locked_wheels(node: PackageNode) -> list[Any]:
     built = set(node.deps)
     return [w for w in node.locked.wheels if canonicalize_name(w.name) not in built]
+
+
+def _plugin_memo_valid(cached: Any) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    files = cached.get("files")
+    if not isinstance(files, dict) or not files:
+        return False
+    if any(stat_key(Path(path)) != state for path, state in files.items()):
+        return False
+    third_party = cached.get("value", {}).get("third-party", {})
+    for dist, recorded in third_party.items():
+        try:
+            if version(dist) != recorded:
+                return False
+        except PackageNotFoundError:
+            return False
+    return True
 
 
 def _lock_fits(locked: LockedBuildDeps, source: ResolvedSource, patches: str) -> bool:

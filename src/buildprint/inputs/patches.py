@@ -9,7 +9,7 @@ from packaging.utils import canonicalize_name
 from buildprint.errors import InputError
 from buildprint.signature.canonical import digest_bytes
 
-__all__ = ["find_patches", "patches_value"]
+__all__ = ["find_patches", "patch_folders", "patches_value"]
 
 
 def _matches(folder: str, name: str, version: str) -> bool:
@@ -20,15 +20,24 @@ def _matches(folder: str, name: str, version: str) -> bool:
     return bool(sep) and canonicalize_name(base) == normalized and folder_version == version
 
 
-def find_patches(patches_dir: Path, name: str, version: str) -> list[Path]:
+def patch_folders(patches_dir: Path) -> list[Path]:
+    """The folders of ``patches/``, listed once per run (a project may have thousands)."""
+    try:
+        return sorted(entry for entry in patches_dir.iterdir() if entry.is_dir())
+    except OSError:
+        return []
+
+
+def find_patches(
+    patches_dir: Path, name: str, version: str, folders: list[Path] | None = None
+) -> list[Path]:
     """Patches for ``name`` at ``version``, in the order they are applied: by file name,
     across the unversioned and the versioned folder. Two patches with the same file name
-    would make that order ambiguous, so that is an error."""
-    if not patches_dir.is_dir():
-        return []
+    would make that order ambiguous, so that is an error. ``folders``: the listing of
+    ``patches_dir`` from :func:`patch_folders`, when the caller looks up many packages."""
     found: dict[str, Path] = {}
-    for folder in sorted(patches_dir.iterdir()):
-        if not folder.is_dir() or not _matches(folder.name, name, version):
+    for folder in patch_folders(patches_dir) if folders is None else folders:
+        if not _matches(folder.name, name, version):
             continue
         for patch in folder.glob("*.patch"):
             if patch.name in found:

@@ -54,6 +54,7 @@ class Project:
     _package_settings: dict[str, PackageSettings] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _listing: dict[str, dict[str, Path]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, root: Path) -> Project:
@@ -85,7 +86,8 @@ class Project:
         return self.root / "buildprint.lock"
 
     def settings_file(self, name: str) -> Path:
-        return self.root / "packages" / f"{canonicalize_name(name)}.toml"
+        key = canonicalize_name(name)
+        return self._settings_files().get(key, self.root / "packages" / f"{key}.toml")
 
     def package_settings(self, name: str) -> PackageSettings:
         """Settings of ``name`` (``packages/<name>.toml``; any spelling of the name)."""
@@ -95,12 +97,18 @@ class Project:
         return self._package_settings[key]
 
     def _load_package_settings(self, key: str) -> PackageSettings:
-        folder = self.root / "packages"
-        if folder.is_dir():
-            for file in folder.glob("*.toml"):
-                if canonicalize_name(file.stem) == key:
-                    return load_settings(file, PackageSettings)
+        file = self._settings_files().get(key)
+        if file is not None:
+            return load_settings(file, PackageSettings)
         return PackageSettings.model_validate({})
+
+    def _settings_files(self) -> dict[str, Path]:
+        """``packages/*.toml`` by normalized name, listed once."""
+        if "" not in self._listing:
+            folder = self.root / "packages"
+            files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+            self._listing[""] = {canonicalize_name(f.stem): f for f in files}
+        return self._listing[""]
 
     def requirements(self) -> list[Requirement]:
         file = self.root / self.settings.project.requirements
@@ -110,7 +118,5 @@ class Project:
 
     def validate(self) -> None:
         """Load every package settings file, so a mistake anywhere is found before building."""
-        folder = self.root / "packages"
-        if folder.is_dir():
-            for file in sorted(folder.glob("*.toml")):
-                self.package_settings(file.stem)
+        for key in self._settings_files():
+            self.package_settings(key)
