@@ -94,28 +94,19 @@ def _requirement_options(command: F) -> F:
     return command
 
 
-def _engine(
-    project: Path,
-    requirements: Sequence[str] = (),
-    files: Sequence[Path] = (),
-    store: Path | None = None,
-    index_url: str | None = None,
-    find_links: Sequence[str] = (),
-    force: Sequence[str] = (),
-    reuse_by_version: Sequence[str] = (),
-    remotes: Sequence[str] = (),
-) -> Engine:
+def _engine(project: Path, store: Path | None = None, **options: Any) -> Engine:
+    """The engine for a command; ``options`` are the shared requirement options."""
     return Engine(
         project,
         Options(
-            requirements=tuple(requirements),
-            requirement_files=tuple(files),
-            force=tuple(force),
-            reuse_by_version=tuple(reuse_by_version),
+            requirements=tuple(options.get("requirements", ())),
+            requirement_files=tuple(options.get("files", ())),
+            force=tuple(options.get("force", ())),
+            reuse_by_version=tuple(options.get("reuse_by_version", ())),
             store=store,
-            index_url=index_url,
-            find_links=tuple(find_links),
-            remotes=tuple(remotes),
+            index_url=options.get("index_url"),
+            find_links=tuple(options.get("find_links", ())),
+            remotes=tuple(options.get("remotes", ())),
         ),
     )
 
@@ -131,30 +122,12 @@ def main() -> None:
 @click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1, 256))
 @reports_errors
 def build(
-    requirements: tuple[str, ...],
-    files: tuple[Path, ...],
-    project: Path,
-    store: Path | None,
-    index_url: str | None,
-    find_links: tuple[str, ...],
-    force: tuple[str, ...],
-    remotes: tuple[str, ...],
-    reuse_by_version: tuple[str, ...],
     as_json: bool,
     jobs: int,
+    **options: Any,
 ) -> None:
     """Build what changed; reuse or fetch the rest."""
-    with _engine(
-        project,
-        requirements,
-        files,
-        store,
-        index_url,
-        find_links,
-        force,
-        reuse_by_version,
-        remotes,
-    ) as engine:
+    with _engine(**options) as engine:
         progress = None if as_json or not err.is_terminal else _live_progress()
         outcomes = engine.build(jobs, progress)
         _warn(engine.problems)
@@ -194,29 +167,11 @@ def _live_progress() -> Callable[[str, Decision | Outcome], None]:
 @_requirement_options
 @reports_errors
 def plan(
-    requirements: tuple[str, ...],
-    files: tuple[Path, ...],
-    project: Path,
-    store: Path | None,
-    index_url: str | None,
-    find_links: tuple[str, ...],
-    force: tuple[str, ...],
-    remotes: tuple[str, ...],
-    reuse_by_version: tuple[str, ...],
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Say what a build would do, and why, without building."""
-    with _engine(
-        project,
-        requirements,
-        files,
-        store,
-        index_url,
-        find_links,
-        force,
-        reuse_by_version,
-        remotes,
-    ) as engine:
+    with _engine(**options) as engine:
         decisions = engine.plan()
         _warn(engine.problems)
     if as_json:
@@ -439,21 +394,11 @@ def cache_gc(project: Path, store: Path | None) -> None:
 @_requirement_options
 @reports_errors
 def cache_push(
-    requirements: tuple[str, ...],
-    files: tuple[Path, ...],
-    project: Path,
-    store: Path | None,
-    index_url: str | None,
-    find_links: tuple[str, ...],
-    force: tuple[str, ...],
-    remotes: tuple[str, ...],
-    reuse_by_version: tuple[str, ...],
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Push every local build to the writable remotes."""
-    with _engine(
-        project, requirements, files, store, index_url, find_links, force, reuse_by_version, remotes
-    ) as engine:
+    with _engine(**options) as engine:
         if engine.remote_cache is None:
             raise InputError("no remote configured ([[remote]] in buildprint.toml or --remote)")
         pushed = [engine.remote_cache.push(r) for r in engine.store.records()]
@@ -465,21 +410,11 @@ def cache_push(
 @_requirement_options
 @reports_errors
 def cache_pull(
-    requirements: tuple[str, ...],
-    files: tuple[Path, ...],
-    project: Path,
-    store: Path | None,
-    index_url: str | None,
-    find_links: tuple[str, ...],
-    force: tuple[str, ...],
-    remotes: tuple[str, ...],
-    reuse_by_version: tuple[str, ...],
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Fetch from the remotes every planned package they hold."""
-    with _engine(
-        project, requirements, files, store, index_url, find_links, force, reuse_by_version, remotes
-    ) as engine:
+    with _engine(**options) as engine:
         if engine.remote_cache is None:
             raise InputError("no remote configured ([[remote]] in buildprint.toml or --remote)")
         wanted = [d.record for d in engine.plan() if d.action == "fetch" and d.record]
