@@ -22,7 +22,7 @@ from buildprint.build.sources import ResolvedSource, SourceResolver
 from buildprint.errors import InputError
 from buildprint.inputs.env import env_value
 from buildprint.inputs.host import HOST_VARIABLE, host_value
-from buildprint.inputs.patches import find_patches, patch_folders, patches_value
+from buildprint.inputs.patches import PatchFolders, find_patches, patches_value
 from buildprint.inputs.plugin import function_reference, module_file, plugin_digest
 from buildprint.inputs.toolchain import interpreter_identity, toolchain_value
 from buildprint.project.plugins import PluginHooks, call_hook, load_function, load_hooks
@@ -174,7 +174,7 @@ class Planner:
                 raise InputError(f"{name} is required twice: {seen[name]} and {req}")
             seen[name] = req
         nodes: dict[str, PackageNode] = {}
-        folders = patch_folders(self.project.patches_dir)
+        folders = PatchFolders(self.project.patches_dir)
         for name, req in seen.items():
             settings = self.project.package_settings(name)
             settings_file = self.project.settings_file(name)
@@ -299,7 +299,11 @@ class Planner:
     def manifest(self, node: PackageNode, deps: Mapping[str, DepResult]) -> Manifest:
         inputs = self.inputs(node, deps)
         hook = None
-        hooks = self.hooks(node)
+        # The plugin digest already says which hooks the module defines: a plugin without a
+        # ``signature`` hook need not be imported to plan.
+        code = inputs.plugin.get("code", {}) if isinstance(inputs.plugin, dict) else {}
+        has_hook = isinstance(code, dict) and f"{node.settings.plugin}:signature" in code
+        hooks = self.hooks(node) if has_hook else None
         if hooks is not None and "signature" in hooks:
             view = node.view
 
