@@ -313,6 +313,9 @@ class Builder:
                         env,
                         source_date_epoch=self.source_date_epoch,
                         log_path=log,
+                        # Compiled paths must not depend on where the store is, or two
+                        # machines (or checkouts) build different bytes from equal inputs.
+                        remap_source_path=True,
                     )
             final = embed_manifest(built, manifest.to_bytes(), work / "final")
             sha = self.store.put_blob(final)

@@ -99,6 +99,14 @@ class SourceResolver:
             self.memo.put(key, {"filename": dist.filename, "url": dist.url, "sha256": dist.sha256})
         return resolved
 
+    def _location(self, path: Path) -> str:
+        """Where a local source is, as recorded in the manifest: project-relative when inside
+        the project, so equal builds on two machines embed equal manifests."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
     @staticmethod
     def _pinned(requirement: Requirement) -> str | None:
         specs = list(requirement.specifier)
@@ -137,7 +145,7 @@ class SourceResolver:
             return ResolvedSource(
                 name,
                 version,
-                str(path),
+                self._location(path),
                 digest.digest,
                 digest.files,
                 digest.size,
@@ -159,7 +167,7 @@ class SourceResolver:
         return ResolvedSource(
             name,
             version,
-            str(path),
+            self._location(path),
             cached["digest"],
             cached["files"],
             cached["size"],
