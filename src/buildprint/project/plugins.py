@@ -78,15 +78,29 @@ def _is_local_module(module: ModuleType, root: Path) -> bool:
     return bool(locations) and all(p is not None and p.is_relative_to(root) for p in locations)
 
 
-def _shadowing_names(root: Path, hooks: PluginHooks) -> set[str]:
-    """Top-level names an import under ``root`` resolves locally (so stale entries must go)."""
-    names = {name.split(".")[0] for name in [hooks.module, *hooks.modules]}
+_ROOT_NAMES: dict[Path, tuple[int, frozenset[str]]] = {}
+
+
+def _root_names(root: Path) -> frozenset[str]:
+    """Top-level module names in ``root``, re-listed only when the folder changes (a plan
+    loads one plugin per package, and listing the root each time made it quadratic)."""
+    state = root.stat().st_mtime_ns
+    cached = _ROOT_NAMES.get(root)
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    names = set()
     for child in root.iterdir():
         if child.suffix == ".py":
             names.add(child.stem)
         elif (child / "__init__.py").is_file():
             names.add(child.name)
-    return names
+    _ROOT_NAMES[root] = (state, frozenset(names))
+    return _ROOT_NAMES[root][1]
+
+
+def _shadowing_names(root: Path, hooks: PluginHooks) -> set[str]:
+    """Top-level names an import under ``root`` resolves locally (so stale entries must go)."""
+    return {name.split(".")[0] for name in [hooks.module, *hooks.modules]} | _root_names(root)
 
 
 @contextmanager
@@ -159,6 +173,18 @@ def _wrap(hooks: PluginHooks, error: BaseException, what: str) -> InputError:
     return kind(f"{what} raised {type(error).__name__}{detail}", file=file, line=line)
 
 
+_FOLDER_STATES: dict[Path, int] = {}
+
+
+def _invalidate_if_changed(folder: Path) -> None:
+    """Drop importlib's directory caches when ``folder`` changed since the last load (a new
+    or renamed file changes its mtime); not on every load, which re-lists it each time."""
+    state = folder.stat().st_mtime_ns
+    if _FOLDER_STATES.get(folder) != state:
+        importlib.invalidate_caches()
+        _FOLDER_STATES[folder] = state
+
+
 def _import(
     project_root: Path, module: str, alongside: PluginHooks | None
 ) -> tuple[PluginHooks, ModuleType]:
@@ -169,7 +195,7 @@ def _import(
             raise ValueError("plugin modules can only share a module table within one project")
         hooks = PluginHooks(project_root, module, file, {}, alongside.modules)
     with _project_imports(hooks):
-        importlib.invalidate_caches()  # files may have been written moments ago
+        _invalidate_if_changed(file.parent)  # files may have been written moments ago
         try:
             loaded = importlib.import_module(module)
         except (Exception, SystemExit) as error:
