@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import tomllib
+import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -336,7 +337,14 @@ def _call(
         return BackendFailed(message, hook=hook, log_path=log, log_tail=tail)
 
     try:
-        return getattr(caller, hook)(**kwargs)
+        # pyproject_hooks re-raises the backend's warnings in this process; they belong in
+        # the build's log, not on the user's terminal.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = getattr(caller, hook)(**kwargs)
+        for warning in caught:
+            _append(log, f"warning from the backend: {warning.message}")
+        return result
     except subprocess.CalledProcessError as exc:
         raise failed(f"failed (exit {exc.returncode})") from None
     except subprocess.TimeoutExpired as exc:
