@@ -29,6 +29,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
+from buildprint.fsio import fsync_dir
 
 __all__ = [
     "DEFAULT_INDEX_URL",
@@ -239,19 +240,6 @@ def _mismatch(f: DistFile, actual: str) -> InputError:
         f"or pinned in the lock), the file has {actual}; refusing to use it",
         file=redact_url(f.url),
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class PackageIndex:
@@ -588,7 +576,7 @@ class PackageIndex:
             if f.sha256 is not None and actual != f.sha256:
                 raise _mismatch(f, actual)
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

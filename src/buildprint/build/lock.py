@@ -27,6 +27,7 @@ from buildprint.build.index import (
     scrub_credentials,
 )
 from buildprint.errors import InputError
+from buildprint.fsio import write_atomic
 
 __all__ = [
     "LOCK_FILENAME",
@@ -188,18 +189,7 @@ def dumps_lock(lock: Lock) -> str:
 
 def save_lock(path: Path, lock: Lock) -> None:
     """Write ``lock`` to ``path`` atomically (temp file, fsync, rename)."""
-    text = dumps_lock(lock).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, dumps_lock(lock).encode("utf-8"))
 
 
 def _line_of(text: str, pattern: str, nth: int = 0) -> int | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from buildprint.fsio import write_atomic
 
 __all__ = ["Memo", "stat_key"]
 
@@ -49,9 +49,5 @@ class Memo:
         with self._lock:
             if not self._dirty:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".memo-", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self._data, handle, sort_keys=True)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self._data, sort_keys=True).encode("utf-8"))
             self._dirty = False

@@ -21,6 +21,7 @@ from typing import IO, TypeVar
 from packaging.utils import canonicalize_name
 
 from buildprint.errors import StoreError
+from buildprint.fsio import fsync_dir
 from buildprint.store.record import ActionRecord, is_digest
 
 __all__ = ["IndexEntry", "LocalStore"]
@@ -46,20 +47,6 @@ class IndexEntry:
     version: str
     created: str
     components: dict[str, str]
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is only durable once the directory entry is flushed too.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -165,7 +152,7 @@ class LocalStore:
         dest.parent.mkdir(exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
 
     def _write_blob(self, chunks: Iterable[bytes]) -> str:
         tmp, handle = self._new_tmp()
@@ -242,7 +229,7 @@ class LocalStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         finally:
             tmp.unlink(missing_ok=True)
         self._index_from_file(record.signature)
