@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -252,16 +251,12 @@ class Builder:
         return True
 
     def _place(self, record: ActionRecord) -> None:
+        """Put a stored build's wheels in the wheelhouse (a no-op when they are there)."""
         for artifact in record.artifacts:
             blob = self.store.blob_path(artifact.sha256)
             if blob is None:
                 raise BuildFailed(f"{record.name}: stored wheel {artifact.filename} is missing")
-            with tempfile.TemporaryDirectory(dir=self.preparer._tmp()) as tmp:
-                named = Path(tmp) / artifact.filename
-                os.link(blob, named) if _same_device(blob, Path(tmp)) else shutil.copyfile(
-                    blob, named
-                )
-                self.wheelhouse.add(named)
+            self.wheelhouse.add(blob, artifact.filename, artifact.sha256)
 
     def _build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         node = decision.node
@@ -329,7 +324,7 @@ class Builder:
                 ),
             )
             self.store.put_record(record)
-            self.wheelhouse.add(final)
+            self.wheelhouse.add(final, final.name, sha)
             if self.push is not None:
                 self.push(record)
         finally:
@@ -356,10 +351,3 @@ class Builder:
                 shutil.copyfile(blob, target)
                 paths.append(target)
         return paths
-
-
-def _same_device(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_dev == b.stat().st_dev
-    except OSError:
-        return False

@@ -11,66 +11,64 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from buildprint.inputs.files import file_digest
+from buildprint.build.memo import Memo, stat_key
+from buildprint.fsio import write_atomic
 
 __all__ = ["Wheelhouse"]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 class Wheelhouse:
-    """``root/<wheel files>`` and ``root/simple/<project>/index.html`` (PEP 503)."""
+    """``root/<wheel files>`` and ``root/simple/<project>/index.html`` (PEP 503).
+
+    The sha256 of each placed wheel is remembered with the file's state, so placing a wheel
+    that is already there (every reuse) hashes nothing."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
+        self._digests = Memo(root / "simple" / ".digests.json")
 
-    def add(self, wheel: Path) -> Path:
-        """Place ``wheel`` (atomically; a same-named older wheel is replaced) and refresh the
-        index. Returns the wheel's path in the wheelhouse."""
-        target = self.root / wheel.name
+    def _known_digest(self, path: Path) -> str | None:
+        entry = self._digests.get(path.name)
+        if isinstance(entry, dict) and entry.get("state") == stat_key(path):
+            return str(entry["sha256"])
+        return None
+
+    def add(self, source: Path, filename: str, sha256: str) -> Path:
+        """Place ``source`` (whose sha256 the caller knows, e.g. from the store) as
+        ``filename``, atomically replacing a different older file, and refresh the index."""
+        target = self.root / filename
         with self._lock:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if not (
-                target.exists()
-                and target.stat().st_size == wheel.stat().st_size
-                and file_digest(target) == file_digest(wheel)
-            ):
+            if self._known_digest(target) != sha256:
+                self.root.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
                 os.close(fd)
-                shutil.copyfile(wheel, tmp)
+                shutil.copyfile(source, tmp)
                 os.replace(tmp, target)
-            self._index(canonicalize_name(parse_wheel_filename(wheel.name)[0]))
+                self._digests.put(filename, {"state": stat_key(target), "sha256": sha256})
+                self._index(canonicalize_name(parse_wheel_filename(filename)[0]))
+                self._digests.save()
         return target
 
     def _index(self, project: str) -> None:
-        wheels = sorted(
-            p
-            for p in self.root.glob("*.whl")
-            if canonicalize_name(parse_wheel_filename(p.name)[0]) == project
-        )
-        links = "\n".join(
-            f'<a href="../../{html.escape(p.name)}#sha256={file_digest(p)}">'
-            f"{html.escape(p.name)}</a><br/>"
-            for p in wheels
-        )
-        _write_atomic(
-            self.root / "simple" / project / "index.html",
-            f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n",
-        )
+        links = []
+        for wheel in sorted(self.root.glob("*.whl")):
+            if canonicalize_name(parse_wheel_filename(wheel.name)[0]) != project:
+                continue
+            digest = self._known_digest(wheel)
+            fragment = f"#sha256={digest}" if digest else ""
+            name = html.escape(wheel.name)
+            links.append(f'<a href="../../{name}{fragment}">{name}</a><br/>')
+        self._page(self.root / "simple" / project / "index.html", links)
         projects = sorted(
             d.name for d in (self.root / "simple").iterdir() if (d / "index.html").exists()
         )
-        root_links = "\n".join(
-            f'<a href="{html.escape(name)}/">{html.escape(name)}</a><br/>' for name in projects
-        )
-        _write_atomic(
+        self._page(
             self.root / "simple" / "index.html",
-            f"<!DOCTYPE html>\n<html><body>\n{root_links}\n</body></html>\n",
+            [f'<a href="{html.escape(p)}/">{html.escape(p)}</a><br/>' for p in projects],
         )
+
+    @staticmethod
+    def _page(path: Path, links: list[str]) -> None:
+        body = "\n".join(links)
+        write_atomic(path, f"<!DOCTYPE html>\n<html><body>\n{body}\n</body></html>\n".encode())
