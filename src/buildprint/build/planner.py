@@ -34,6 +34,7 @@ from buildprint.signature.compose import (
     PendingDependencies,
     SignatureInputs,
     compose,
+    reduce_version,
 )
 from buildprint.signature.diff import Change, diff
 from buildprint.signature.manifest import Manifest, PackageRef
@@ -51,14 +52,10 @@ class HookVersion(str):
 
     @property
     def major_minor(self) -> str:
-        from buildprint.signature.compose import reduce_version
-
         return reduce_version(self, "minor")
 
     @property
     def major(self) -> str:
-        from buildprint.signature.compose import reduce_version
-
         return reduce_version(self, "major")
 
 
@@ -159,6 +156,7 @@ class Planner:
         self._toolchain: dict[str, CanonicalValue] | None = None
         self._host_hook: PluginHooks | None = None
         self._hooks: dict[str, PluginHooks] = {}
+        self._host_code: CanonicalValue = None
 
     # -- the graph -------------------------------------------------------------------------
 
@@ -274,7 +272,9 @@ class Planner:
             "python": interpreter_identity(self.python)["full_version"],
         }
         if reference is not None:
-            recorded["host-hook"] = function_reference(self.project.root, reference)
+            if self._host_code is None:  # the same for every package: read it once
+                self._host_code = function_reference(self.project.root, reference)
+            recorded["host-hook"] = self._host_code
         return SignatureInputs(
             package=PackageRef(node.name, node.version),
             source=node.source.digest,
