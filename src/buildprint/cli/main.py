@@ -18,6 +18,7 @@ from buildprint.build.runner import Outcome
 from buildprint.build.wheel import read_manifest
 from buildprint.cli import render
 from buildprint.errors import BuildprintError, InputError
+from buildprint.project.project import Project
 from buildprint.signature.diff import changed_paths, diff
 from buildprint.signature.manifest import Manifest
 from buildprint.store.local import LocalStore
@@ -231,7 +232,7 @@ def _load_manifest(what: str, project: Path, store: Path | None) -> Manifest:
     if path.is_file():
         return Manifest.from_bytes(path.read_bytes(), source=str(path))
     if _SIGNATURE.fullmatch(what):
-        root = store or (project / ".buildprint")
+        root = _store_root(project, store)
         if root.is_dir():
             with LocalStore(root) as local:
                 record = local.get_record(what)
@@ -302,6 +303,11 @@ def lock(project: Path, upgrade: bool, store: Path | None) -> None:
         out.print(f"{node.name} {node.version}: {pins or '(no build requirements)'}")
 
 
+def _store_root(project: Path, store: Path | None) -> Path:
+    """The store a command works on: ``--store``, else the project's."""
+    return (store or Project.load(project).store_dir).resolve()
+
+
 @main.group()
 def keys() -> None:
     """Signing keys for records pushed to remote caches."""
@@ -313,11 +319,9 @@ def keys() -> None:
 @reports_errors
 def keys_generate(project: Path, store: Path | None) -> None:
     """Create the project's signing key (kept in the store) and print its public key."""
-    from buildprint.project.project import Project
     from buildprint.store.signing import generate_key
 
-    loaded = Project.load(project)
-    click.echo(generate_key((store or loaded.store_dir).resolve()))
+    click.echo(generate_key(_store_root(project, store)))
 
 
 @main.group()
@@ -332,9 +336,7 @@ def cache() -> None:
 @reports_errors
 def cache_ls(project: Path, store: Path | None, as_json: bool) -> None:
     """List the builds in the local store."""
-    from buildprint.project.project import Project
-
-    root = (store or Project.load(project).store_dir).resolve()
+    root = _store_root(project, store)
     with LocalStore(root) as local:
         records = sorted(local.records(), key=lambda r: (r.name, r.version, r.created))
     rows = [
@@ -364,9 +366,7 @@ def cache_ls(project: Path, store: Path | None, as_json: bool) -> None:
 @reports_errors
 def cache_verify(project: Path, store: Path | None) -> None:
     """Re-hash every blob and check every record; exit 1 on any problem."""
-    from buildprint.project.project import Project
-
-    root = (store or Project.load(project).store_dir).resolve()
+    root = _store_root(project, store)
     with LocalStore(root) as local:
         problems = local.verify()
     for problem in problems:
@@ -381,9 +381,7 @@ def cache_verify(project: Path, store: Path | None) -> None:
 @reports_errors
 def cache_gc(project: Path, store: Path | None) -> None:
     """Remove blobs no record refers to and temp files of dead writers."""
-    from buildprint.project.project import Project
-
-    root = (store or Project.load(project).store_dir).resolve()
+    root = _store_root(project, store)
     with LocalStore(root) as local:
         keep = {r.signature for r in local.records()}
         removed = local.gc(keep, grace_seconds=3600)
@@ -436,7 +434,6 @@ def cache_pull(
 @reports_errors
 def publish(repository_url: str, project: Path, as_json: bool) -> None:
     """Upload the wheelhouse's wheels to a package index."""
-    from buildprint.project.project import Project
     from buildprint.store.publish import publish as upload
 
     wheelhouse = Project.load(project).wheelhouse_dir
