@@ -9,11 +9,9 @@ debug info), so callers must build in a directory that does not vary between run
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import tomllib
@@ -32,7 +30,7 @@ from pyproject_hooks import (
     UnsupportedOperation,
 )
 
-from buildprint.build.environment import BuildEnvironment
+from buildprint.build.environment import BuildEnvironment, run_guarded
 from buildprint.errors import BuildFailed, InputError
 
 __all__ = [
@@ -280,25 +278,11 @@ class _Runner:
         with self.log_path.open("ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
-            # Own process group, so a timeout also stops the compilers the backend started.
-            process = subprocess.Popen(
-                list(cmd),
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                returncode = process.wait(timeout=self.timeout)
-            except BaseException:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                raise
-        if returncode != 0:
-            raise subprocess.CalledProcessError(returncode, list(cmd))
+            # In a process group of its own, so a timeout also stops the compilers the backend
+            # started, and guarded, so all of them die with buildprint even if it is SIGKILLed.
+            done = run_guarded(cmd, env=env, cwd=cwd, stdout=log, timeout=self.timeout)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, list(cmd))
 
 
 def _call(

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildprint.build.environment import run_guarded
 from buildprint.errors import InputError
 
 __all__ = ["PatchSection", "apply_patches", "parse_sections"]
@@ -110,17 +110,9 @@ def _run(patch_bin: str, source_dir: Path, patch: Path, dry_run: bool) -> tuple[
     args = [patch_bin, *_OPTIONS, "-d", str(source_dir), "-i", str(patch)]
     if dry_run:
         args.append("--dry-run")
-    proc = subprocess.run(
-        args,
-        env=_patch_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        check=False,
-    )
-    return proc.returncode, proc.stdout
+    # Guarded like every process a build starts: it dies with buildprint, even on SIGKILL.
+    proc = run_guarded(args, env=_patch_env())
+    return proc.returncode, proc.stdout.decode("utf-8", "replace")
 
 
 def _explain(patch: Path, output: str) -> InputError:
