@@ -163,6 +163,11 @@ class Builder:
     def run(
         self, nodes: Sequence[PackageNode], jobs: int, progress: Progress | None = None
     ) -> list[Outcome]:
+        if progress:
+            # Every package once, up front, so a display knows the whole run (its total).
+            for node in nodes:
+                waits = ", ".join(node.deps) or "a worker"
+                progress("pending", Decision(node, "pending", reason=f"waits for {waits}"))
         self.check_inputs(nodes)
         outcomes: dict[str, Outcome] = {}
         remaining = {n.name: n for n in nodes}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from buildprint.build.planner import Decision
 from buildprint.build.runner import Outcome
 from buildprint.build.wheel import read_manifest
 from buildprint.cli import render
+from buildprint.cli.progress import BuildProgress
 from buildprint.errors import BuildprintError, InputError
 from buildprint.project.project import Project
 from buildprint.signature.diff import changed_paths, diff
@@ -129,19 +131,15 @@ def build(
 ) -> None:
     """Build what changed; reuse or fetch the rest."""
     with _engine(**options) as engine:
-        progress = None if as_json or not err.is_terminal else _live_progress()
-        outcomes = engine.build(jobs, progress)
+        with _live_progress(as_json) as progress:
+            outcomes = engine.build(jobs, progress)
         _warn(engine.problems)
     failed = [o for o in outcomes if o.done == "failed"]
     if as_json:
         click.echo(render.dump_json({"packages": [render.outcome_json(o) for o in outcomes]}))
     else:
+        # The table's caption carries the counts per outcome.
         out.print(render.summary_table(outcomes, "build"))
-        counts = {
-            k: sum(1 for o in outcomes if o.done == k)
-            for k in ("reused", "fetched", "built", "failed")
-        }
-        out.print(", ".join(f"{n} {k}" for k, n in counts.items()))
         for outcome in failed:
             err.print(f"[red]{outcome.decision.node.name}[/]: {outcome.error}")
     sys.exit(1 if failed else 0)
@@ -152,16 +150,14 @@ def _warn(problems: Sequence[str]) -> None:
         err.print(f"[yellow]warning:[/] {problem}", highlight=False)
 
 
-def _live_progress() -> Callable[[str, Decision | Outcome], None]:
-    def progress(event: str, item: Decision | Outcome) -> None:
-        if event == "start" and isinstance(item, Decision):
-            err.print(
-                f"[dim]…[/] {item.node.name} {item.node.version}: {item.action} ({item.reason})"
-            )
-        elif isinstance(item, Outcome):
-            err.print(f"[bold]✓[/] {item.decision.node.name}: {item.done} in {item.seconds:.1f}s")
-
-    return progress
+def _live_progress(
+    as_json: bool,
+) -> AbstractContextManager[Callable[[str, Decision | Outcome], None] | None]:
+    """Build progress on stderr: a live display on a terminal, plain lines when stderr is
+    not one, nothing with ``--json`` (stdout is then the one JSON object)."""
+    if as_json:
+        return nullcontext()
+    return BuildProgress(err)
 
 
 @main.command()

@@ -17,13 +17,26 @@ from buildprint.signature.diff import ABSENT, Change, changed_paths
 from buildprint.signature.manifest import Manifest
 
 __all__ = [
+    "ACTIONS",
+    "OUTCOMES",
     "changes_tree",
     "decision_json",
     "dump_json",
+    "duration",
     "manifest_table",
     "outcome_json",
+    "outcome_why",
+    "short_paths",
+    "style",
+    "summary_counts",
     "summary_table",
+    "why",
 ]
+
+#: What ``build`` can report per package, in the order counts are shown.
+OUTCOMES = ("reused", "fetched", "built", "failed")
+#: What ``plan`` can decide per package, in the order counts are shown.
+ACTIONS = ("reuse", "fetch", "build", "pending")
 
 _STYLE = {
     "reuse": "green",
@@ -78,29 +91,103 @@ def _short(value: CanonicalValue | object, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def style(action: str) -> str:
+    """The rich style of an action or outcome (``""`` for an unknown one)."""
+    return _STYLE.get(action, "")
+
+
+def duration(seconds: float) -> str:
+    """``0.4s``, ``12.0s``, ``3m05s``, ``2h07m``: short enough for a status line."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def short_paths(paths: Sequence[str], width: int) -> str:
+    """``paths`` joined by commas within about ``width`` characters, the rest counted
+    (``source, env/CFLAGS, +3 more``), so one long list does not push the line off screen."""
+    shown: list[str] = []
+    used = 0
+    for index, path in enumerate(paths):
+        rest = len(paths) - index - 1
+        tail = len(f", +{rest} more") if rest else 0
+        cost = len(path) + (2 if shown else 0)
+        if shown and used + cost + tail > width:
+            return ", ".join(shown) + f", +{len(paths) - index} more"
+        shown.append(path if len(path) <= width else path[: max(1, width - 1)] + "…")
+        used += cost
+    return ", ".join(shown)
+
+
+def why(decision: Decision, width: int | None = None) -> str:
+    """Why a package is reused, fetched or built: the reason, then the changed component
+    paths (all of them, or as many as fit in ``width``)."""
+    changed = changed_paths(decision.changes)
+    if not changed:
+        return decision.reason
+    paths = ", ".join(changed) if width is None else short_paths(changed, width)
+    return f"{decision.reason}: {paths}" if decision.reason else paths
+
+
+def outcome_why(outcome: Outcome, width: int | None = None) -> str:
+    """Why, for a finished package: the failure (first line, and where its log is) for a
+    failed one, else the reason it was reused, fetched or built."""
+    if outcome.done != "failed":
+        return why(outcome.decision, width)
+    lines = (outcome.error or "").strip().splitlines()
+    message = lines[0] if lines else outcome.decision.reason or "failed"
+    if outcome.log is not None:
+        message += f" (log: {outcome.log})"
+    return message
+
+
+def summary_counts(rows: Sequence[Decision] | Sequence[Outcome]) -> dict[str, int]:
+    """Packages per outcome (build) or per action (plan); every known kind is present."""
+    done = [row.done if isinstance(row, Outcome) else row.action for row in rows]
+    kinds = OUTCOMES if rows and isinstance(rows[0], Outcome) else ACTIONS
+    counts = dict.fromkeys(kinds, 0)
+    for kind in done:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 def summary_table(rows: Sequence[Decision] | Sequence[Outcome], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("package", "version", "action", "signature", "why"):
+    """One row per package: what was (or would be) done and why; counts in the caption."""
+    finished = bool(rows) and isinstance(rows[0], Outcome)
+    counts = summary_counts(rows)
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=", ".join(
+            f"[{style(k)}]{n} {k}[/]" if n else f"{n} {k}" for k, n in counts.items()
+        ),
+        caption_justify="left",
+    )
+    for column in ("package", "version", "action", "signature"):
         table.add_column(column, overflow="fold")
+    if finished:
+        table.add_column("time", justify="right")
+    table.add_column("why", overflow="fold")
     for row in rows:
         decision = row.decision if isinstance(row, Outcome) else row
         action = row.done if isinstance(row, Outcome) else row.action
         signature = (
             row.record.signature if isinstance(row, Outcome) and row.record else decision.signature
         )
-        why = decision.reason
-        changed = changed_paths(decision.changes)
-        if changed:
-            why += ": " + ", ".join(changed)
-        if isinstance(row, Outcome) and row.error:
-            why = row.error.splitlines()[0] if row.error else why
-        table.add_row(
+        cells = [
             decision.node.name,
             decision.node.version,
-            f"[{_STYLE.get(action, '')}]{action}[/]",
+            f"[{style(action)}]{action}[/]",
             (signature or "-")[:16],
-            why,
-        )
+        ]
+        if isinstance(row, Outcome):
+            cells.append(duration(row.seconds))
+        cells.append(outcome_why(row) if isinstance(row, Outcome) else why(row))
+        table.add_row(*cells)
     return table
 
 
