@@ -341,3 +341,73 @@ def test_cli_build_on_a_terminal_shows_the_live_display_and_exits_0(
     assert "1/1" in output and "1 built" in output
     # The closing summary table, with its counts.
     assert "0 reused, 0 fetched, 1 built, 0 failed" in output
+
+
+# The wheel build tells the test it started, then takes three seconds.
+SLOW_SETUP = """\
+import os, sys, time
+from pathlib import Path
+from setuptools import setup
+if "bdist_wheel" in sys.argv:
+    Path(os.environ["SLOW_MARKER"]).write_text("started")
+    time.sleep(3)
+setup()
+"""
+
+
+def _controlling_terminal() -> None:
+    # A session of its own with the pty as its terminal, so ^C is a real SIGINT from it.
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_real_terminal_leaves_it_usable(tmp_path: Path, backend_wheels: Path) -> None:
+    marker = tmp_path / "started"
+    project = write_project(
+        tmp_path / "project",
+        backend_wheels,
+        [
+            PackageSpec(
+                "sleepy",
+                files={"setup.py": SLOW_SETUP},
+                settings=f'env = {{ SLOW_MARKER = "{marker}" }}\n',
+            )
+        ],
+    )
+    controller, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    process = subprocess.Popen(
+        [BUILDPRINT, "build"],
+        cwd=project,
+        env=cli_env({"TERM": "xterm-256color"}),
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        preexec_fn=_controlling_terminal,
+    )
+    os.close(child)
+    try:
+        deadline = time.monotonic() + 120
+        chunks = []
+        while not marker.exists() and time.monotonic() < deadline:
+            # Keep draining the terminal so the child never blocks on a full pty buffer.
+            if select.select([controller], [], [], 0.05)[0]:
+                chunks.append(os.read(controller, 65536))
+        assert marker.exists(), "the build never started"
+        os.write(controller, b"\x03")
+        chunks.append(_read_pty(controller, process, timeout=120))
+        code = process.wait(timeout=30)
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+    raw = b"".join(chunks).decode("utf-8", "replace")
+    output = plain(raw)
+    assert code != 0, output
+    assert "sleepy 1.0 build" in output
+    assert "interrupted while working on: sleepy" in output
+    # The live area is gone for good: the cursor is shown again after it was last hidden,
+    # and nothing redraws the bar after the interruption message.
+    assert raw.rindex("\x1b[?25h") > raw.rindex("\x1b[?25l")
+    assert "━" not in output[output.index("interrupted while working on") :]
