@@ -239,3 +239,42 @@ def test_secrets_never_appear_in_problems_logs_or_records(
     for secret in secrets:
         for text in texts:
             assert secret not in text
+
+
+def test_lookup_many_and_fetch_many_store_verified_records_and_skip_bad_ones(
+    tmp_path: Path, nginx_server: NginxDav, http_url: str, make_record: RecordFactory
+) -> None:
+    publisher = _cache(tmp_path / "publisher", http_url)
+    records = [make_record(publisher.local, (20_000, 7_000), name=f"pkg{i}") for i in range(12)]
+    for record in records:
+        publisher.push(record)
+    assert publisher.signing_key is not None
+    # One record's blob is deleted on the server, another's record is signed by a stranger.
+    broken = records[3]
+    base = nginx_server.data / urlsplit(http_url).path.strip("/")
+    (base / "cas" / broken.artifacts[0].sha256).unlink()
+    stranger = _cache(tmp_path / "stranger", http_url)
+    foreign = make_record(stranger.local, (500,), name="foreign")
+    stranger.push(foreign)
+
+    consumer = _cache(tmp_path / "consumer", http_url, trusted=[publisher.signing_key.public_id])
+    wanted = [r.signature for r in records] + [foreign.signature]
+    found = consumer.lookup_many(wanted, jobs=6)
+    assert set(found) == {r.signature for r in records}  # the stranger's record is refused
+    assert any("foreign" not in p and foreign.signature in p for p in consumer.problems)
+
+    fetched = consumer.fetch_many([found[r.signature] for r in records], jobs=6)
+    assert fetched == [r for r in records if r is not broken]
+    assert consumer.local.get_record(broken.signature) is None
+    assert any(broken.signature in p and "not fetched" in p for p in consumer.problems)
+    for record in fetched:
+        for artifact in record.artifacts:
+            path = consumer.local.blob_path(artifact.sha256)
+            assert path is not None and path.stat().st_size == artifact.size
+    # Every blob rehashes to its name, nothing is left in tmp/, and the index knows them all.
+    assert consumer.local.verify() == []
+    assert [r.signature for r in consumer.local.find("pkg5")] == [records[5].signature]
+    # A second fetch of what is already local downloads nothing and stores the same records.
+    log = nginx_server.access_log.read_text().count("GET ")
+    assert consumer.fetch_many(fetched) == fetched
+    assert nginx_server.access_log.read_text().count("GET ") == log

@@ -403,3 +403,121 @@ def test_non_digest_keys_are_refused(tmp_path: Path) -> None:
         store.blob_path("../../etc/passwd")
     with pytest.raises(StoreError):
         store.has_record("../escape")
+
+
+def _downloaded(store: LocalStore, data: bytes) -> tuple[str, Path]:
+    """A verified download waiting in the store's temp folder, as ``Remote.get_blob`` leaves it."""
+    path = store.new_tmp_path()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest(), path
+
+
+def test_adopt_blob_renames_into_the_cas_without_copying(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    digest, path = _downloaded(store, b"fetched wheel" * 1000)
+    inode = path.stat().st_ino
+    store.adopt_blob(digest, path, size=13_000)
+    stored = store.blob_path(digest)
+    assert stored is not None and stored.read_bytes() == b"fetched wheel" * 1000
+    assert stored.stat().st_ino == inode  # renamed, not copied
+    assert not path.exists()
+    assert stored.stat().st_mode & 0o222 == 0
+    # Adopting the same blob again keeps one copy and leaves no temp file behind.
+    digest2, path2 = _downloaded(store, b"fetched wheel" * 1000)
+    store.adopt_blob(digest2, path2)
+    assert not path2.exists()
+    assert store.verify() == []
+
+
+def test_adopt_blob_refuses_a_wrong_size_and_files_outside_tmp(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    digest, path = _downloaded(store, b"short")
+    with pytest.raises(StoreError, match="5 bytes, expected 6"):
+        store.adopt_blob(digest, path, size=6)
+    assert not store.has_blob(digest) and path.exists()
+    outside = tmp_path / "elsewhere"
+    outside.write_bytes(b"short")
+    with pytest.raises(StoreError, match="temp folder"):
+        store.adopt_blob(digest, outside)
+    assert not store.has_blob(digest)
+
+
+def test_put_records_stores_a_batch_in_one_go(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    records = []
+    for i in range(50):
+        data = b"wheel %d" % i
+        digest, path = _downloaded(store, data)
+        store.adopt_blob(digest, path)
+        art = Artifact(f"p{i}-1-py3-none-any.whl", digest, len(data), digest)
+        records.append(ActionRecord(_sig(f"batch {i}"), f"p{i}", "1", {}, (art,)))
+    # Half staged by "other threads", half plain.
+    items = [store.stage_record(r) if i % 2 else r for i, r in enumerate(records)]
+    store.put_records(items)
+    assert store.get_records(r.signature for r in records) == {r.signature: r for r in records}
+    assert [r.signature for r in store.find("p7")] == [records[7].signature]
+    assert store.verify() == []  # no temp file left
+    # The index agrees with the files for a fresh process too.
+    store.close()
+    (tmp_path / "store" / "index.sqlite").unlink()
+    assert [r.signature for r in LocalStore(tmp_path / "store").find("p31")] == [
+        records[31].signature
+    ]
+
+
+def test_put_records_writes_nothing_when_one_record_lacks_a_blob(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    good = _record(store, _sig("good"), b"good wheel")
+    store.remove_record(good.signature)
+    missing = Artifact("q-1-py3-none-any.whl", _sig("absent"), 3, _sig("absent"))
+    bad = ActionRecord(_sig("bad"), "q", "1", {}, (missing,))
+    staged = store.stage_record(good)
+    with pytest.raises(StoreError, match="not in the store"):
+        store.put_records([staged, bad])
+    assert store.get_record(good.signature) is None
+    assert not staged.tmp.exists()
+    assert store.verify() == []
+
+
+def test_kill_during_batched_fetch_writes_never_leaves_an_invalid_record(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    for round_ in range(4):
+        child = _child(
+            f"""
+            import hashlib
+            from pathlib import Path
+            from buildprint.signature.canonical import digest_bytes
+            from buildprint.store.local import LocalStore
+            from buildprint.store.record import ActionRecord, Artifact
+            store = LocalStore(Path({str(root)!r}))
+            print("ready", flush=True)
+            i = 0
+            while True:
+                batch = []
+                for j in range(8):
+                    data = b"wheel %d %d %d" % ({round_}, i, j) * 5000
+                    path = store.new_tmp_path()
+                    path.write_bytes(data)
+                    digest = hashlib.sha256(data).hexdigest()
+                    store.adopt_blob(digest, path, size=len(data))
+                    sig = digest_bytes(b"%d %d %d" % ({round_}, i, j))
+                    art = Artifact("p-1-py3-none-any.whl", digest, len(data), digest)
+                    record = ActionRecord(sig, "p", "1", {{}}, (art,))
+                    batch.append(store.stage_record(record) if j % 2 else record)
+                store.put_records(batch)
+                i += 1
+            """
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.05 + 0.07 * round_)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    store = LocalStore(root)
+    record_files = list((root / "ac").glob("*.json"))
+    assert record_files, "the writer never got to write a record"
+    assert len(store.get_records(p.stem for p in record_files)) == len(record_files)
+    assert all("stray temp file" in p for p in store.verify())
+    store.gc({p.stem for p in record_files})
+    assert store.verify() == []
+    assert len(store.find("p")) == len(record_files)

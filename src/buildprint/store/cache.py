@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
-import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from buildprint.errors import StoreError
-from buildprint.store.local import LocalStore
+from buildprint.store.local import LocalStore, StagedRecord
 from buildprint.store.record import ActionRecord, Artifact
 from buildprint.store.remote import Remote, RemoteError, RemoteUnavailable
 from buildprint.store.signing import SigningKey, UntrustedRecord, sign_record, verify_envelope
@@ -101,6 +101,23 @@ class RemoteCache:
                 return record
         return None
 
+    def lookup_many(
+        self, signatures: Iterable[str], jobs: int | None = None
+    ) -> dict[str, ActionRecord]:
+        """Verified records for ``signatures`` found on any remote, looked up concurrently.
+
+        Each signature is tried on the remotes in order, exactly as ``lookup`` does (record
+        signature checked against the trusted keys, signed name checked); absent ones are
+        left out.
+        """
+        wanted = list(dict.fromkeys(signatures))
+        if not wanted:
+            return {}
+        workers = max(1, min(jobs or self.jobs, len(wanted)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            found = list(pool.map(self.lookup, wanted))
+        return {sig: rec for sig, rec in zip(wanted, found, strict=True) if rec is not None}
+
     def _verified(self, remote: Remote, signature: str, data: bytes) -> ActionRecord | None:
         try:
             record = ActionRecord.from_bytes(verify_envelope(data, self.trusted_keys))
@@ -137,11 +154,14 @@ class RemoteCache:
     ) -> list[ActionRecord]:
         """Fetch several records concurrently; return those now complete locally, in order.
 
-        Blob downloads run on ``jobs`` threads and each record is written by the thread that
-        completes its last blob, so local writes overlap with downloads. A record whose blobs
-        failed is left out (and reported); the others are stored.
+        Blobs are downloaded on ``jobs`` threads straight into the local store's temp folder,
+        verified while streaming (digest and size) and renamed into the CAS; the thread that
+        completes a record's last blob also stages the record file. This thread meanwhile
+        commits whatever is staged, in batches (``LocalStore.put_records``: one index
+        transaction and one folder flush per batch). A record whose blobs failed is left out
+        (and reported); the others are stored.
         """
-        records = list(records)
+        records = list({r.signature: r for r in records}.values())
         users: dict[str, list[ActionRecord]] = {}
         artifacts: dict[str, tuple[Artifact, list[Remote]]] = {}
         outstanding: dict[str, int] = {}
@@ -154,37 +174,97 @@ class RemoteCache:
         failed: set[str] = set()
         stored: set[str] = set()
         lock = threading.Lock()
+        # Each record arrives here exactly once: with what to store, or None if it failed.
+        settled: queue.SimpleQueue[tuple[ActionRecord, ActionRecord | StagedRecord | None]]
+        settled = queue.SimpleQueue()
 
-        def store(record: ActionRecord) -> None:
+        def stage(record: ActionRecord) -> None:
             try:
-                self.local.put_record(record)
-            except StoreError as exc:
-                self._report(f"record {record.signature} not stored locally: {exc}")
-                return
-            with lock:
-                stored.add(record.signature)
+                settled.put((record, self.local.stage_record(record)))
+            except (StoreError, OSError):
+                settled.put((record, record))  # the batch write will try again and report
 
         def get(sha: str) -> None:
             artifact, sources = artifacts[sha]
-            error = None if self.local.has_blob(sha) else self._fetch_blob(artifact, sources)
+            error: RemoteError | None = None
+            try:
+                if not self.local.has_blob(sha):
+                    error = self._fetch_blob(artifact, sources)
+            except (StoreError, OSError) as exc:  # local disk trouble: its records cannot be had
+                error = RemoteError(f"blob {sha} not stored locally: {exc}", url="")
+                self._report(str(error))
             ready: list[ActionRecord] = []
             with lock:
                 for record in users[sha]:
-                    if error is not None:
+                    if error is not None and record.signature not in failed:
                         failed.add(record.signature)
+                        settled.put((record, None))
                     outstanding[record.signature] -= 1
                     if outstanding[record.signature] == 0 and record.signature not in failed:
                         ready.append(record)
             for record in ready:
-                store(record)
+                stage(record)
 
+        def write(batch: list[ActionRecord | StagedRecord]) -> None:
+            try:
+                self.local.put_records(batch)
+            except StoreError:
+                # One bad record must not cost the others: store them one by one to find it.
+                for item in batch:
+                    record = item.record if isinstance(item, StagedRecord) else item
+                    try:
+                        self.local.put_record(record)
+                    except StoreError as exc:
+                        self._report(f"record {record.signature} not stored locally: {exc}")
+                        continue
+                    stored.add(record.signature)
+            else:
+                stored.update(
+                    (item.record if isinstance(item, StagedRecord) else item).signature
+                    for item in batch
+                )
+
+        pending = len(records)
         for record in records:
             if outstanding[record.signature] == 0:
-                store(record)
-        if artifacts:
-            workers = max(1, min(jobs or self.jobs, len(artifacts)))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(get, artifacts))
+                settled.put((record, record))
+        workers = max(1, min(jobs or self.jobs, len(artifacts) or 1))
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = [pool.submit(get, sha) for sha in artifacts]
+            while pending:
+                try:
+                    item = settled.get(timeout=0.5)
+                except queue.Empty:
+                    if all(f.done() for f in futures) and settled.empty():
+                        for future in futures:
+                            future.result()  # a worker died of a bug: raise it, do not hang
+                        raise AssertionError("fetch_many: records left unsettled") from None
+                    continue
+                # Take whatever else is ready too: the batch grows while downloads go on.
+                batch: list[ActionRecord | StagedRecord] = []
+                while True:
+                    pending -= 1
+                    if item[1] is not None:
+                        batch.append(item[1])
+                    try:
+                        item = settled.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    write(batch)
+            for future in futures:
+                future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            # Staged records never committed (an error above) must not linger in tmp/.
+            while True:
+                try:
+                    leftover = settled.get_nowait()[1]
+                except queue.Empty:
+                    break
+                if isinstance(leftover, StagedRecord):
+                    leftover.discard()
         for record in records:
             if record.signature in failed:
                 self._report(
@@ -217,34 +297,37 @@ class RemoteCache:
         return [(a.sha256, err) for (a, _), err in zip(todo, results, strict=True) if err]
 
     def _fetch_blob(self, artifact: Artifact, sources: list[Remote]) -> RemoteError | None:
-        """Get one blob from the first remote that has it intact; None on success."""
+        """Get one blob from the first remote that has it intact; None on success.
+
+        The download lands in the local store's temp folder, already checked against the
+        digest by ``Remote.get_blob``; after the size check it is renamed into the CAS.
+        """
         last: RemoteError = RemoteError(
             f"no usable remote has blob {artifact.sha256} ({artifact.filename})", url=""
         )
-        tmp = self.local.tmp_dir / f"fetch-{uuid.uuid4().hex}-{artifact.sha256}"
         for remote in sources:
             if not self._usable(remote):
                 continue
+            tmp = self.local.new_tmp_path()
+            adopted = False
             try:
                 remote.get_blob(artifact.sha256, tmp)
-                size = tmp.stat().st_size
-                if size != artifact.size:
-                    # The hash matched, so the record is what is wrong; never store it.
+                try:
+                    self.local.adopt_blob(artifact.sha256, tmp, size=artifact.size)
+                except StoreError as exc:
+                    # The hash matched, so a wrong size means the record is wrong: never store.
                     raise RemoteError(
-                        f"remote {remote.url}: blob {artifact.sha256} has {size} bytes, "
-                        f"record says {artifact.size}",
-                        url=remote.url,
-                    )
-                digest = self.local.put_blob(tmp)
-                if digest != artifact.sha256:  # the file changed under us
-                    raise RemoteError(f"blob {artifact.sha256} changed while stored", url="")
+                        f"remote {remote.url}: {exc.message}", url=remote.url
+                    ) from None
+                adopted = True
                 return None
             except RemoteError as exc:
                 self._failed(remote, exc)
                 last = exc
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                if not adopted:
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
         return last
 
     # -- push ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +24,7 @@ from buildprint.errors import StoreError
 from buildprint.fsio import fsync_dir
 from buildprint.store.record import ActionRecord, is_digest
 
-__all__ = ["IndexEntry", "LocalStore"]
+__all__ = ["IndexEntry", "LocalStore", "StagedRecord"]
 
 log = logging.getLogger("buildprint.store")
 
@@ -47,6 +47,25 @@ class IndexEntry:
     version: str
     created: str
     components: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StagedRecord:
+    """A record written and flushed to a temp file by ``LocalStore.stage_record``, not yet
+    visible: ``put_records`` renames it into ``ac/``. ``inode`` tells the index, later, whether
+    the entry on disk is still this file."""
+
+    record: ActionRecord
+    tmp: Path
+    inode: int
+
+    def discard(self) -> None:
+        """Remove the temp file (for a staged record that will not be stored)."""
+        self.tmp.unlink(missing_ok=True)
+
+
+def _record_of(item: ActionRecord | StagedRecord) -> ActionRecord:
+    return item.record if isinstance(item, StagedRecord) else item
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -92,6 +111,8 @@ class LocalStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._reconciled = False
+        #: CAS folders that adopt_blob renamed into and no put_records has flushed yet.
+        self._unflushed: set[Path] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -126,6 +147,19 @@ class LocalStore:
         if not is_digest(signature):
             raise StoreError(f"{signature!r} is not a signature", file=self.root)
         return self.ac_dir / f"{signature}.json"
+
+    def record_path(self, signature: str) -> Path:
+        """The file holding ``signature``'s record (whose state a plan snapshot re-checks)."""
+        return self._record_file(signature)
+
+    def new_tmp_path(self) -> Path:
+        """A fresh, unused name in the store's own temp folder (same filesystem as the CAS).
+
+        Nothing is created. Download a blob there (``Remote.get_blob``) and hand it to
+        ``adopt_blob``; the name carries host and pid, so ``gc`` removes it (and any
+        ``.<name>.*.part`` beside it) only once its writer is gone.
+        """
+        return self.tmp_dir / f"{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
 
     def _new_tmp(self) -> tuple[Path, IO[bytes]]:
         # The name carries host and pid so gc can tell a crashed writer from a live one.
@@ -192,6 +226,47 @@ class LocalStore:
         """True if the blob is present (a stat; content is checked by ``verify``)."""
         return self._blob_file(digest).is_file()
 
+    def adopt_blob(self, digest: str, path: Path, *, size: int | None = None) -> None:
+        """Move an already verified file from the store's temp folder into the CAS (a rename).
+
+        ``path`` must be in ``tmp_dir`` (see ``new_tmp_path``) and the caller must already
+        have checked that its bytes hash to ``digest`` (``Remote.get_blob`` does, while
+        downloading): this is what lets a fetch skip a second copy and hash. ``size``, when
+        given, is checked against the file (``StoreError`` on a mismatch; the file is left for
+        the caller). The bytes are flushed before the rename; the CAS folder is flushed by the
+        ``put_record(s)`` that refers to the blob, before the record appears. A blob already
+        stored is replaced by these identical bytes, which also renews its age for ``gc``.
+        """
+        dest = self._blob_file(digest)
+        if path.parent != self.tmp_dir and path.parent.resolve() != self.tmp_dir.resolve():
+            raise StoreError(
+                f"cannot adopt {path}: only files in the store's temp folder can be adopted",
+                file=self.root,
+            )
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise StoreError(f"cannot adopt blob: {exc.strerror}", file=path) from None
+        try:
+            if size is not None:
+                found = os.fstat(fd).st_size
+                if found != size:
+                    raise StoreError(f"blob {digest} has {found} bytes, expected {size}", file=path)
+            # Durable content before the name: a crash must not leave a named, empty blob.
+            os.fsync(fd)
+            os.fchmod(fd, 0o444)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:
+            if not path.exists():
+                raise StoreError("cannot adopt blob: it vanished", file=path) from None
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(path, dest)
+        with self._lock:
+            self._unflushed.add(dest.parent)
+
     # -- records ---------------------------------------------------------------------
 
     def has_record(self, signature: str) -> bool:
@@ -205,6 +280,82 @@ class LocalStore:
         leaves either no record or a complete one. A record for the same signature is
         replaced (last writer wins); the index is then made to match the file on disk.
         """
+        self.put_records([record])
+
+    def stage_record(self, record: ActionRecord) -> StagedRecord:
+        """Write ``record`` to a flushed temp file in the store; nothing is visible yet.
+
+        The slow part of storing a record (create, write, fsync) without the checks and the
+        rename: threads can stage records in parallel and one ``put_records`` call then makes
+        them all appear at once. Blobs are not checked here; ``put_records`` checks them.
+        """
+        tmp, handle = self._new_tmp()
+        try:
+            with handle:
+                handle.write(record.to_bytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+                inode = os.fstat(handle.fileno()).st_ino
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StagedRecord(record, tmp, inode)
+
+    def put_records(self, records: Sequence[ActionRecord | StagedRecord]) -> None:
+        """Store several records at once: one index transaction, one ``ac/`` folder flush.
+
+        ``records`` may mix plain records and ones already staged (``stage_record``). Every
+        record is checked first (all its blobs present with their recorded sizes); if any
+        fails, ``StoreError`` names it, nothing is written and staged temp files are removed.
+        Then the CAS folders of all their blobs are flushed, and only then is each flushed
+        record file renamed into ``ac/``: an entry never exists before its blobs are durable,
+        and a process killed at any instant leaves each entry either absent or complete. A
+        record for a signature already stored replaces it (last writer wins).
+        """
+        # Every temp file this call is handed or makes; removed at the end whatever happens
+        # (after a rename there is nothing left to remove).
+        temps = [item for item in records if isinstance(item, StagedRecord)]
+        try:
+            # Last one wins for a signature given twice, as it would with separate calls.
+            latest: dict[str, ActionRecord | StagedRecord] = {}
+            for item in records:
+                latest[_record_of(item).signature] = item
+            folders: set[Path] = set()
+            for item in latest.values():
+                folders.update(self._checked_blob_folders(_record_of(item)))
+            # Blobs renamed in by adopt_blob must be durable before any record naming them
+            # appears. put_blob flushes its folder itself, so only folders adopt_blob renamed
+            # into since the last flush need it (each folder once, however many records).
+            with self._lock:
+                dirty = sorted(folders & self._unflushed)
+                self._unflushed.difference_update(dirty)
+            try:
+                for folder in dirty:
+                    fsync_dir(folder)
+            except BaseException:
+                with self._lock:
+                    self._unflushed.update(dirty)
+                raise
+            staged: list[StagedRecord] = []
+            for item in latest.values():
+                if not isinstance(item, StagedRecord):
+                    item = self.stage_record(item)
+                    temps.append(item)
+                staged.append(item)
+            for item in staged:
+                os.replace(item.tmp, self._record_file(item.record.signature))
+            fsync_dir(self.ac_dir)
+        finally:
+            for item in temps:
+                item.discard()
+        self._index_from_files(
+            [item.record.signature for item in staged],
+            known={item.record.signature: (item.inode, item.record) for item in staged},
+        )
+
+    def _checked_blob_folders(self, record: ActionRecord) -> set[Path]:
+        """CAS folders of the record's blobs; ``StoreError`` if one is absent or the wrong size."""
+        folders: set[Path] = set()
         for artifact in record.artifacts:
             blob = self._blob_file(artifact.sha256)
             try:
@@ -221,18 +372,8 @@ class LocalStore:
                     f"record says {artifact.size}",
                     file=self.root,
                 )
-        dest = self._record_file(record.signature)
-        tmp, handle = self._new_tmp()
-        try:
-            with handle:
-                handle.write(record.to_bytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self._index_from_file(record.signature)
+            folders.add(blob.parent)
+        return folders
 
     def _load_record(self, signature: str) -> tuple[ActionRecord | None, str | None]:
         """Read and check one record: (record, None), (None, problem) or (None, None) if absent."""
@@ -356,8 +497,9 @@ class LocalStore:
 
     def _tmp_abandoned(self, path: Path) -> bool:
         """True if no live writer can still own this temp file."""
-        parts = path.name.split(".")
-        if len(parts) == 4 and parts[0] == _HOST and parts[1].isdigit():
+        # "<host>.<pid>.<uuid>.tmp", or a download's ".<that>.<uuid>.part" beside it.
+        parts = path.name.lstrip(".").split(".")
+        if len(parts) >= 4 and parts[0] == _HOST and parts[1].isdigit():
             pid = int(parts[1])
             if pid != os.getpid():
                 return not _pid_alive(pid)
@@ -572,11 +714,25 @@ class LocalStore:
             log.warning("not indexing %s: %s", path, exc)
             conn.execute("DELETE FROM records WHERE signature = ?", (signature,))
             return
+        if record.signature != signature:
+            log.warning("not indexing %s: it holds the record of %s", path, record.signature)
+            conn.execute("DELETE FROM records WHERE signature = ?", (signature,))
+            return
+        self._upsert(conn, record)
+
+    def _still_inode(self, signature: str, inode: int) -> bool:
+        try:
+            return self._record_file(signature).stat().st_ino == inode
+        except FileNotFoundError:
+            return False
+
+    @staticmethod
+    def _upsert(conn: sqlite3.Connection, record: ActionRecord) -> None:
         conn.execute(
             "INSERT OR REPLACE INTO records (signature, name, version, created, components)"
             " VALUES (?, ?, ?, ?, ?)",
             (
-                signature,
+                record.signature,
                 canonicalize_name(record.name),
                 record.version,
                 record.created,
@@ -585,17 +741,33 @@ class LocalStore:
         )
 
     def _index_from_file(self, signature: str) -> None:
-        """Set the index row of ``signature`` from its record file, under the write lock.
+        """Set the index row of ``signature`` from its record file, under the write lock."""
+        self._index_from_files([signature])
 
-        Reading the file inside the exclusive transaction means the last indexer sees the
+    def _index_from_files(
+        self,
+        signatures: Sequence[str],
+        known: Mapping[str, tuple[int, ActionRecord]] | None = None,
+    ) -> None:
+        """Set the index rows of ``signatures`` from their record files, in one transaction.
+
+        Reading the files inside the exclusive transaction means the last indexer sees the
         last file written, so concurrent writers of one signature leave index and file equal.
+        ``known`` maps a signature to the inode and record this process just renamed into
+        place: while the entry is still that inode (one stat) the record is used as it is,
+        without reading the file back.
         """
 
         def action() -> None:
             conn = self._index()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._upsert_from_file(conn, signature)
+                for signature in signatures:
+                    mine = (known or {}).get(signature)
+                    if mine is not None and self._still_inode(signature, mine[0]):
+                        self._upsert(conn, mine[1])
+                    else:
+                        self._upsert_from_file(conn, signature)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

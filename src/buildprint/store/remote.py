@@ -118,11 +118,15 @@ def write_verified(chunks: Iterable[bytes], sha256: str, dest: Path, *, url: str
     A mismatch (or any error mid-stream) removes the temp file, so a reader never sees a
     partial or tampered blob at ``dest``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     hasher = hashlib.sha256()
     try:
-        with open(tmp, "xb") as handle:
+        try:
+            handle = open(tmp, "xb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(tmp, "xb")  # noqa: SIM115
+        with handle:
             for chunk in chunks:
                 hasher.update(chunk)
                 handle.write(chunk)
