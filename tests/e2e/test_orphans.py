@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.conftest import BUILDPRINT, PackageSpec, cli_env, plan, write_project
 
-from buildprint.build.environment import run_guarded
+from buildprint.build.environment import kill_guarded, run_guarded
 
 # setup.py runs inside the PEP 517 backend. In the wheel build it starts a child (standing in
 # for gcc or ninja), records both pids in MARKER_DIR and sleeps long enough to be killed.
@@ -22,6 +23,7 @@ SPAWNING_SETUP = """\
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,3 +170,38 @@ def test_a_guarded_command_and_its_child_end_with_the_caller(tmp_path: Path) -> 
 
     done = run_guarded(["sh", "-c", "echo out; echo err >&2; exit 3"], env=cli_env())
     assert (done.returncode, done.stdout) == (3, b"out\nerr\n")
+
+
+@_NEEDS_PROC
+def test_kill_guarded_ends_commands_running_on_other_threads(tmp_path: Path) -> None:
+    """What an interrupted caller uses: Ctrl-C reaches the main thread only, while builds run
+    on workers; kill_guarded ends their commands, children included, and the workers return."""
+    pids = tmp_path / "pids"
+    command = (
+        "import os, subprocess, sys, time;"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']);"
+        f"open({str(pids)!r} + '.tmp', 'w').write(f'{{os.getpid()}} {{child.pid}}');"
+        f"os.replace({str(pids)!r} + '.tmp', {str(pids)!r});"
+        "time.sleep(300)"
+    )
+    results: list[subprocess.CompletedProcess[bytes]] = []
+    worker = threading.Thread(
+        target=lambda: results.append(run_guarded([sys.executable, "-c", command], env=cli_env())),
+        daemon=True,
+    )
+    worker.start()
+    started: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not pids.exists():
+            assert time.monotonic() < deadline, "the guarded command never started"
+            time.sleep(0.05)
+        started = [int(pid) for pid in pids.read_text().split()]
+        assert kill_guarded() == 1
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        assert results[0].returncode == -signal.SIGKILL
+        assert _wait_gone(started, seconds=10) == []
+        assert kill_guarded() == 0
+    finally:
+        _kill_all(started)

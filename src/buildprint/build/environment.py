@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,14 @@ from uv import find_uv_bin
 
 from buildprint.errors import BuildFailed, InputError
 
-__all__ = ["GUARD_CODE", "BuildEnvironment", "InstalledWheel", "LinkMode", "run_guarded"]
+__all__ = [
+    "GUARD_CODE",
+    "BuildEnvironment",
+    "InstalledWheel",
+    "LinkMode",
+    "kill_guarded",
+    "run_guarded",
+]
 
 #: How uv places files from its cache into the environment.
 LinkMode = Literal["copy", "hardlink", "clone", "symlink"]
@@ -76,6 +84,11 @@ sys.exit(code)
 """
 
 
+# Guards running now, so an interrupted caller can end them all (see kill_guarded).
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
 def run_guarded(
     args: Sequence[str],
     *,
@@ -105,6 +118,8 @@ def run_guarded(
         ) as process:
             os.close(watch_read)
             watch_read = -1
+            with _running_lock:
+                _running.add(process)
             try:
                 output, _ = process.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -113,6 +128,9 @@ def run_guarded(
             except BaseException:
                 _kill_group(process)
                 raise
+            finally:
+                with _running_lock:
+                    _running.discard(process)
             if process.returncode < 0:
                 # The guard itself was killed (OOM killer, an operator): end what it guarded.
                 _kill_group(process)
@@ -121,6 +139,23 @@ def run_guarded(
             os.close(watch_read)
         os.close(watch_write)
     return subprocess.CompletedProcess(list(args), process.returncode, output)
+
+
+def kill_guarded() -> int:
+    """Kill every command :func:`run_guarded` is running now, with all their processes.
+
+    For an interrupted caller: Ctrl-C reaches only the main thread, and the commands run in
+    sessions of their own, so builds on worker threads would otherwise run to the end. Each
+    interrupted :func:`run_guarded` returns as if its command was SIGKILLed (exit -9).
+    Returns how many were killed; commands started afterwards run normally.
+    """
+    with _running_lock:
+        running = list(_running)
+    for process in running:
+        if process.returncode is None:  # not reaped yet, so its group id is still its own
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+    return len(running)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
