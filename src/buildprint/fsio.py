@@ -1,4 +1,5 @@
-"""Durable, atomic file writes: the one way buildprint replaces a file."""
+"""File-system helpers: durable atomic writes (the one way buildprint replaces a file) and
+the identity of a file's state."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_atomic"]
+__all__ = ["fsync_dir", "stat_key", "write_atomic"]
+
+
+def stat_key(path: str | os.PathLike[str]) -> str | None:
+    """Identity of a file's current state: (size, mtime_ns, inode, ctime_ns); None if absent.
+    ctime cannot be set by users, so any change to the content or metadata changes it."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def fsync_dir(path: Path) -> None:

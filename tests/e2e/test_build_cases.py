@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -71,7 +72,13 @@ def built(tmp_path_factory: pytest.TempPathFactory, backend_wheels: Path) -> Pat
 
 @pytest.fixture
 def project(built: Path, tmp_path: Path) -> Path:
-    return copy_project(built, tmp_path / "project")
+    """A copy of the built project whose no-op plan is kept (the plan snapshot): so every
+    case below also shows that its change makes the next plan a full one."""
+    root = copy_project(built, tmp_path / "project")
+    time.sleep(0.06)  # files copied this instant would be "racily clean" for the plan
+    assert actions(plan(root)) == {"alpha": "reuse", "beta": "reuse", "gamma": "reuse"}
+    assert (root / ".buildprint" / "memo" / "plan.json").exists()
+    return root
 
 
 def actions(entries: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -6,27 +6,48 @@ Everything the CLI can do goes through here, so a Python caller can do it too.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from buildprint import __version__
 from buildprint.build.index import PackageIndex
 from buildprint.build.lock import Lock, load_lock, save_lock
 from buildprint.build.memo import Memo
 from buildprint.build.planner import Decision, PackageNode, Planner
 from buildprint.build.runner import Builder, Outcome, Preparer, Progress
+from buildprint.build.snapshot import (
+    Checks,
+    PlanEntry,
+    PlanSnapshot,
+    discard_snapshot,
+    load_snapshot,
+    save_snapshot,
+)
 from buildprint.build.sources import SourceResolver
 from buildprint.build.wheelhouse import Wheelhouse
 from buildprint.errors import InputError
+from buildprint.inputs.host import HOST_VARIABLE
+from buildprint.inputs.patches import PatchFolders
 from buildprint.inputs.toolchain import interpreter_identity
-from buildprint.project.project import Project, parse_requirement, read_requirements
+from buildprint.project.project import (
+    PROJECT_FILE,
+    Project,
+    is_pinned,
+    parse_requirement,
+    read_requirements,
+)
+from buildprint.signature.canonical import digest_value
 from buildprint.signature.diff import Change, diff
-from buildprint.signature.manifest import Manifest
+from buildprint.signature.manifest import SCHEME, Manifest
 from buildprint.store.local import LocalStore
 
 if TYPE_CHECKING:
@@ -64,11 +85,18 @@ class Engine:
     def __init__(self, project_dir: Path, options: Options | None = None) -> None:
         self.options = options or Options()
         self.project = Project.load(project_dir)
-        self.project.validate()  # every settings file, before anything is written
         settings = self.project.settings.project
         self.store_dir = (self.options.store or self.project.store_dir).resolve()
         self.python = settings.python or sys.executable
-        self.index = PackageIndex(
+        self._requirement_files: list[Path] = []
+        self._ranged: list[str] = []  # requirements whose version an index chose
+        self.snapshot_note = ""  # how the last plan_entries() used the plan snapshot
+        # The rest is opened when first used: a plan answered by its snapshot needs none of it.
+
+    @cached_property
+    def index(self) -> PackageIndex:
+        settings = self.project.settings.project
+        return PackageIndex(
             self.options.index_url or _project_path(self.project.root, settings.index_url),
             [
                 *(_project_path(self.project.root, f) or f for f in settings.find_links),
@@ -76,31 +104,54 @@ class Engine:
             ],
             cache_dir=self.store_dir / "downloads",
         )
-        self.store = LocalStore(self.store_dir)
-        self.memo = Memo(self.store_dir / "memo" / "inputs.json")
-        self.resolver = SourceResolver(self.project.root, self.index, self.memo)
-        self.lock: Lock = (
-            load_lock(self.project.lock_file) if self.project.lock_file.exists() else Lock()
-        )
-        self.planner = Planner(
+
+    @cached_property
+    def store(self) -> LocalStore:
+        return LocalStore(self.store_dir)
+
+    @cached_property
+    def memo(self) -> Memo:
+        return Memo(self.store_dir / "memo" / "inputs.json")
+
+    @cached_property
+    def resolver(self) -> SourceResolver:
+        return SourceResolver(self.project.root, self.index, self.memo)
+
+    @cached_property
+    def lock(self) -> Lock:
+        return load_lock(self.project.lock_file) if self.project.lock_file.exists() else Lock()
+
+    @cached_property
+    def planner(self) -> Planner:
+        self.project.validate()  # every settings file, before anything is written
+        return Planner(
             self.project,
             self.store,
             self.resolver,
             self.lock,
+            remotes=self.remote_cache,
             force=self.options.force,
             reuse_by_version=self.options.reuse_by_version,
             python=self.python,
         )
-        self.preparer = Preparer(
+
+    @cached_property
+    def preparer(self) -> Preparer:
+        return Preparer(
             self.index,
             self.resolver,
             self.store_dir / "work",
             self.python,
             str(interpreter_identity(self.python)["python"]),
         )
-        self.wheelhouse = Wheelhouse(self.project.wheelhouse_dir)
-        self.remote_cache = self._remote_cache()
-        self.planner.remotes = self.remote_cache
+
+    @cached_property
+    def wheelhouse(self) -> Wheelhouse:
+        return Wheelhouse(self.project.wheelhouse_dir)
+
+    @cached_property
+    def remote_cache(self) -> RemoteCache | None:
+        return self._remote_cache()
 
     def _remote_cache(self) -> RemoteCache | None:
         configured = [(r.url, r.read, r.write) for r in self.project.settings.remote]
@@ -125,18 +176,22 @@ class Engine:
     @property
     def problems(self) -> list[str]:
         """Warnings to show once (remotes down, untrusted records …)."""
-        return list(self.remote_cache.problems) if self.remote_cache else []
+        cache = self.__dict__.get("remote_cache")
+        return list(cache.problems) if cache else []
 
     def close(self, *, save: bool = True) -> None:
         """Release resources; ``save=False`` (a run that ended in error) leaves the memo as it
         was, so bad input changes nothing in the store."""
-        if self.remote_cache is not None:
-            for remote in self.remote_cache.remotes:
+        opened = self.__dict__
+        if opened.get("remote_cache") is not None:
+            for remote in opened["remote_cache"].remotes:
                 remote.close()
-        if save:
+        if save and "memo" in opened:
             self.memo.save()
-        self.index.close()
-        self.store.close()
+        if "index" in opened:
+            self.index.close()
+        if "store" in opened:
+            self.store.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -147,11 +202,16 @@ class Engine:
     # -- the graph -------------------------------------------------------------------------
 
     def requirements(self) -> list[Requirement]:
+        files = self._requirement_files
+        files.clear()
         found = [parse_requirement(r) for r in self.options.requirements]
         for file in self.options.requirement_files:
-            found.extend(read_requirements(file))
+            found.extend(read_requirements(file, files))
         if not found:
-            found = self.project.requirements()
+            file = self.project.root / self.project.settings.project.requirements
+            files.append(file)  # checked even when absent: creating it changes the plan
+            if file.exists():
+                found = read_requirements(file, files)
         if not found:
             raise InputError(
                 "nothing to build: give requirements, -r FILE, or a requirements file "
@@ -162,6 +222,11 @@ class Engine:
 
     def graph(self) -> list[PackageNode]:
         requirements = self.requirements()
+        self._ranged = [
+            canonicalize_name(r.name)
+            for r in requirements
+            if self.project.package_settings(r.name).source is None and not is_pinned(r)
+        ]
         self.preparer.built_names = {canonicalize_name(r.name) for r in requirements}
         before = dict(self.lock.packages)
         nodes = self.planner.load_graph(requirements, self.preparer.lock)
@@ -173,6 +238,109 @@ class Engine:
 
     def plan(self) -> list[Decision]:
         return self.planner.plan(self.graph())
+
+    def plan_entries(self) -> list[PlanEntry]:
+        """``plan`` as printed. While nothing a kept no-op plan rests on has changed, that plan
+        is the answer, found in about the time of a stat of every input; otherwise the plan is
+        made in full and, when it reuses everything, kept (see :mod:`.snapshot`).
+        :attr:`snapshot_note` then says which it was, and why."""
+        file = self.store_dir / "memo" / "plan.json"
+        key = self._snapshot_key()
+        if key is None:
+            self.snapshot_note = "not used with --force"
+        else:
+            kept = load_snapshot(file)
+            changed = kept.checks.first_change(os.environ) if kept and kept.key == key else None
+            if kept and kept.key == key and changed is None:
+                self.snapshot_note = "used: nothing it rests on changed"
+                return kept.entries
+            self.snapshot_note = f"full plan: {changed} changed" if changed else "full plan"
+        started = time.time_ns()
+        decisions = self.plan()
+        entries = [d.entry() for d in decisions]
+        checks = self._plan_checks(decisions) if key and _all_reused(decisions) else None
+        why_not = _why_not_kept(checks, started) if checks else "not every package is reused"
+        if key is not None and checks is not None and why_not is None:
+            save_snapshot(file, PlanSnapshot(key, entries, checks))
+            self.snapshot_note += "; kept"
+        else:
+            discard_snapshot(file)
+            self.snapshot_note += f"; not kept: {why_not}" if key is not None else ""
+        return entries
+
+    def _snapshot_key(self) -> str | None:
+        """The run options a kept plan is valid for; ``None``: never keep one (``--force``)."""
+        if self.options.force:
+            return None
+        return digest_value(
+            {
+                "buildprint": __version__,
+                "scheme": SCHEME,
+                "interpreter": sys.version,
+                "python": self.python,
+                "project": str(self.project.root),
+                "store": str(self.store_dir),
+                "requirements": list(self.options.requirements),
+                "requirement-files": [str(p.resolve()) for p in self.options.requirement_files],
+                "reuse-by-version": sorted(self.options.reuse_by_version),
+                "index-url": self.options.index_url,
+                "find-links": list(self.options.find_links),
+            }
+        )
+
+    def _plan_checks(self, decisions: Sequence[Decision]) -> Checks:
+        """Everything the plan just made rests on (see :mod:`.snapshot`)."""
+        checks = Checks()
+        environ = os.environ
+        project, planner = self.project, self.planner
+        for path in (
+            project.root / PROJECT_FILE,
+            project.lock_file,
+            project.root / "packages",
+            project.patches_dir,
+            *self._requirement_files,
+        ):
+            checks.note_file(path)
+        folders = PatchFolders(project.patches_dir)
+        for decision in decisions:
+            node = decision.node
+            checks.note_file(node.settings_file)
+            for path in (*folders.for_package(node.name, node.version), *node.patches):
+                checks.note_file(path)
+            if node.source.local is not None:
+                if node.source.local.is_dir():
+                    checks.volatile.append(f"{node.name}: source folder {node.source.local}")
+                checks.note_file(node.source.local)
+            if decision.record is not None:
+                checks.note_file(self.store.record_path(decision.record.signature))
+        checks.volatile += [f"{name}: version chosen by the index" for name in self._ranged]
+        for files in planner.code_files.values():
+            checks.files.update(files)
+        for distribution in sorted(planner.code_distributions):
+            checks.note_version(distribution)
+        reads = planner.hook_reads
+        checks.files.update(reads.paths)
+        checks.volatile += sorted(f"a plugin hook used {event}" for event in reads.volatile)
+        names = {
+            HOST_VARIABLE,
+            "CC",
+            "PATH",
+            *project.settings.signature.env_pass_through,
+            *reads.env,
+        }
+        for name in sorted(names):
+            checks.note_env(name, environ)
+        # The toolchain probes: the interpreter and compiler binaries.
+        for program in (self.python, environ.get("CC", "cc").split()[0] or "cc"):
+            found = shutil.which(program)
+            if found is not None:
+                checks.note_file(os.path.realpath(found))
+        # buildprint's own code: an upgrade may compose signatures differently.
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if name.startswith("buildprint") and file:
+                checks.note_file(file)
+        return checks
 
     def build(self, jobs: int = 1, progress: Progress | None = None) -> list[Outcome]:
         cache = self.remote_cache
@@ -220,6 +388,18 @@ class Engine:
                     )
                 return decision.manifest
         raise InputError(f"{name} is not among the requirements", file=self.project.root)
+
+
+def _all_reused(decisions: Sequence[Decision]) -> bool:
+    return all(d.action == "reuse" and not d.changes for d in decisions)
+
+
+def _why_not_kept(checks: Checks, started_ns: int) -> str | None:
+    """Why a plan resting on ``checks`` cannot be kept (``None``: it can)."""
+    if checks.volatile:
+        return checks.volatile[0]
+    racy = checks.changed_since(started_ns)
+    return f"{racy} changed as the plan ran" if racy else None
 
 
 def _project_path(root: Path, location: str | None) -> str | None:

@@ -7,18 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from buildprint.fsio import write_atomic
+from buildprint.fsio import stat_key, write_atomic
 
 __all__ = ["Memo", "stat_key"]
-
-
-def stat_key(path: Path) -> str | None:
-    """Identity of a file's current state: (size, mtime_ns, inode, ctime_ns); None if absent."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 class Memo:

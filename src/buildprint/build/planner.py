@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 
 from buildprint.build.lock import Lock, LockedBuildDeps
 from buildprint.build.memo import stat_key
+from buildprint.build.snapshot import PlanEntry
 from buildprint.build.sources import ResolvedSource, SourceResolver
 from buildprint.errors import InputError
 from buildprint.inputs.env import env_value
@@ -28,6 +29,7 @@ from buildprint.inputs.toolchain import interpreter_identity, toolchain_value
 from buildprint.project.plugins import PluginHooks, call_hook, load_function, load_hooks
 from buildprint.project.project import Project
 from buildprint.project.settings import PackageSettings
+from buildprint.project.tracking import HookReads, tracking
 from buildprint.signature.canonical import CanonicalValue, digest_value
 from buildprint.signature.compose import (
     DependencyInput,
@@ -36,7 +38,7 @@ from buildprint.signature.compose import (
     compose,
     reduce_version,
 )
-from buildprint.signature.diff import Change, diff
+from buildprint.signature.diff import Change, changed_paths, diff
 from buildprint.signature.manifest import Manifest, PackageRef
 from buildprint.signature.policy import SignatureDraft
 from buildprint.store.local import LocalStore
@@ -117,6 +119,18 @@ class Decision:
         artifact = self.record.artifacts[0].content_digest if self.record else None
         return DepResult(self.node.version, self.signature, artifact)
 
+    def entry(self) -> PlanEntry:
+        return PlanEntry(
+            self.node.name,
+            self.node.version,
+            self.signature,
+            self.action,
+            tuple(changed_paths(self.changes)),
+            self.reason,
+            tuple(self.pending_on),
+            self.closest,
+        )
+
 
 class RemoteLookup(Protocol):
     def lookup(self, signature: str) -> ActionRecord | None: ...
@@ -157,6 +171,11 @@ class Planner:
         self._host_hook: PluginHooks | None = None
         self._hooks: dict[str, PluginHooks] = {}
         self._host_code: CanonicalValue = None
+        # What plan-time plugin code (imports, ``signature`` and host hooks) looked at, and
+        # which files each plugin digest was read from: what a plan snapshot must re-check.
+        self.hook_reads = HookReads()
+        self.code_files: dict[str, dict[str, str | None]] = {}
+        self.code_distributions: set[str] = set()
 
     # -- the graph -------------------------------------------------------------------------
 
@@ -219,11 +238,15 @@ class Planner:
         if reference is None:
             return host_value(variable)
         if self._host_hook is None:
-            self._host_hook = load_function(self.project.root, reference)
+            with tracking(self.hook_reads):
+                self._host_hook = load_function(self.project.root, reference)
         hooks, function = self._host_hook, reference.split(":", 1)[1]
-        return host_value(
-            variable, lambda: call_hook(hooks, function, node.view), hook_file=str(hooks.file)
-        )
+
+        def call() -> Any:
+            with tracking(self.hook_reads):
+                return call_hook(hooks, function, node.view)
+
+        return host_value(variable, call, hook_file=str(hooks.file))
 
     def plugin_value(self, module: str) -> CanonicalValue:
         """The plugin component, memoized by the state of every file it was read from (and
@@ -232,21 +255,27 @@ class Planner:
         memo = self.resolver.memo
         key = f"plugin:{self.project.root}:{module}"
         cached = memo.get(key)
-        if cached is not None and _plugin_memo_valid(cached):
-            value: CanonicalValue = cached["value"]
-            return value
-        computed = plugin_digest(self.project.root, module)
-        code = computed.get("code")
-        modules = {module} | {str(name).split(":", 1)[0] for name in (code or {})}  # type: ignore[union-attr]
+        if cached is None or not _plugin_memo_valid(cached):
+            computed = plugin_digest(self.project.root, module)
+            files = self._code_files(module, computed)
+            cached = {"value": computed, "files": {str(p): stat_key(p) for p in sorted(files)}}
+            memo.put(key, cached)
+        self.code_files[module] = cached["files"]
+        self.code_distributions.update(cached["value"].get("third-party", {}))
+        value: CanonicalValue = cached["value"]
+        return value
+
+    def _code_files(self, module: str, value: Mapping[str, Any]) -> set[Path]:
+        """The files (and their folders) a code digest was read from."""
+        code = value.get("code") or {}
         paths: set[Path] = set()
-        for name in modules:
+        for name in {module} | {str(name).split(":", 1)[0] for name in code}:
             try:
                 path = module_file(self.project.root, name)
             except InputError:
                 continue
             paths.update({path, path.parent})
-        memo.put(key, {"value": computed, "files": {str(p): stat_key(p) for p in sorted(paths)}})
-        return computed
+        return paths
 
     def hooks(self, node: PackageNode) -> PluginHooks | None:
         """The plugin hooks acting on ``node`` (loaded once per run)."""
@@ -254,7 +283,8 @@ class Planner:
         if module is None:
             return None
         if module not in self._hooks:
-            self._hooks[module] = load_hooks(self.project.root, module)
+            with tracking(self.hook_reads):  # module-level code runs on import
+                self._hooks[module] = load_hooks(self.project.root, module)
         return self._hooks[module]
 
     def inputs(self, node: PackageNode, deps: Mapping[str, DepResult]) -> SignatureInputs:
@@ -273,7 +303,10 @@ class Planner:
         }
         if reference is not None:
             if self._host_code is None:  # the same for every package: read it once
-                self._host_code = function_reference(self.project.root, reference)
+                host_code = function_reference(self.project.root, reference)
+                files = self._code_files(reference.split(":", 1)[0], host_code)
+                self.code_files[reference] = {str(p): stat_key(p) for p in sorted(files)}
+                self._host_code = host_code
             recorded["host-hook"] = self._host_code
         return SignatureInputs(
             package=PackageRef(node.name, node.version),
@@ -308,7 +341,8 @@ class Planner:
             view = node.view
 
             def hook(sig: SignatureDraft) -> None:
-                call_hook(hooks, "signature", view, sig)
+                with tracking(self.hook_reads):
+                    call_hook(hooks, "signature", view, sig)
 
         return compose(inputs, node.settings.signature.policy(), hook)
 

@@ -13,6 +13,7 @@ from buildprint.build.index import DistFile, PackageIndex
 from buildprint.build.memo import Memo, stat_key
 from buildprint.errors import InputError
 from buildprint.inputs.archive import archive_digest
+from buildprint.project.project import is_pinned
 from buildprint.project.settings import SourceSpec
 
 __all__ = ["ResolvedSource", "SourceResolver"]
@@ -109,10 +110,7 @@ class SourceResolver:
 
     @staticmethod
     def _pinned(requirement: Requirement) -> str | None:
-        specs = list(requirement.specifier)
-        if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
-            return specs[0].version
-        return None
+        return next(iter(requirement.specifier)).version if is_pinned(requirement) else None
 
     def _newest(self, requirement: Requirement) -> str:
         candidates = [

@@ -169,12 +169,13 @@ def plan(
 ) -> None:
     """Say what a build would do, and why, without building."""
     with _engine(**options) as engine:
-        decisions = engine.plan()
+        entries = engine.plan_entries()
         _warn(engine.problems)
     if as_json:
-        click.echo(render.dump_json({"packages": [render.decision_json(d) for d in decisions]}))
+        packages = [render.decision_json(e) for e in entries]
+        click.echo(render.dump_json({"packages": packages, "snapshot": engine.snapshot_note}))
     else:
-        out.print(render.summary_table(decisions, "plan"))
+        out.print(render.summary_table(entries, "plan"))
 
 
 @main.command()

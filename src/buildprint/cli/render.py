@@ -12,8 +12,9 @@ from rich.tree import Tree
 
 from buildprint.build.planner import Decision
 from buildprint.build.runner import Outcome
+from buildprint.build.snapshot import PlanEntry
 from buildprint.signature.canonical import CanonicalValue
-from buildprint.signature.diff import ABSENT, Change, changed_paths
+from buildprint.signature.diff import ABSENT, Change
 from buildprint.signature.manifest import Manifest
 
 __all__ = [
@@ -54,19 +55,24 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
 
 
-def decision_json(decision: Decision) -> dict[str, Any]:
+def _entry(item: Decision | PlanEntry) -> PlanEntry:
+    return item.entry() if isinstance(item, Decision) else item
+
+
+def decision_json(decision: Decision | PlanEntry) -> dict[str, Any]:
+    entry = _entry(decision)
     out: dict[str, Any] = {
-        "name": decision.node.name,
-        "version": decision.node.version,
-        "signature": decision.signature,
-        "action": decision.action,
-        "changed": changed_paths(decision.changes),
-        "reason": decision.reason,
+        "name": entry.name,
+        "version": entry.version,
+        "signature": entry.signature,
+        "action": entry.action,
+        "changed": list(entry.changed),
+        "reason": entry.reason,
     }
-    if decision.pending_on:
-        out["pending_on"] = decision.pending_on
-    if decision.closest:
-        out["closest"] = decision.closest
+    if entry.pending_on:
+        out["pending_on"] = list(entry.pending_on)
+    if entry.closest:
+        out["closest"] = entry.closest
     return out
 
 
@@ -123,14 +129,15 @@ def short_paths(paths: Sequence[str], width: int) -> str:
     return ", ".join(shown)
 
 
-def why(decision: Decision, width: int | None = None) -> str:
+def why(decision: Decision | PlanEntry, width: int | None = None) -> str:
     """Why a package is reused, fetched or built: the reason, then the changed component
     paths (all of them, or as many as fit in ``width``)."""
-    changed = changed_paths(decision.changes)
-    if not changed:
-        return decision.reason
+    entry = _entry(decision)
+    if not entry.changed:
+        return entry.reason
+    changed = list(entry.changed)
     paths = ", ".join(changed) if width is None else short_paths(changed, width)
-    return f"{decision.reason}: {paths}" if decision.reason else paths
+    return f"{entry.reason}: {paths}" if entry.reason else paths
 
 
 def outcome_why(outcome: Outcome, width: int | None = None) -> str:
@@ -145,7 +152,7 @@ def outcome_why(outcome: Outcome, width: int | None = None) -> str:
     return message
 
 
-def summary_counts(rows: Sequence[Decision] | Sequence[Outcome]) -> dict[str, int]:
+def summary_counts(rows: Sequence[Decision | PlanEntry] | Sequence[Outcome]) -> dict[str, int]:
     """Packages per outcome (build) or per action (plan); every known kind is present."""
     done = [row.done if isinstance(row, Outcome) else row.action for row in rows]
     kinds = OUTCOMES if rows and isinstance(rows[0], Outcome) else ACTIONS
@@ -155,7 +162,7 @@ def summary_counts(rows: Sequence[Decision] | Sequence[Outcome]) -> dict[str, in
     return counts
 
 
-def summary_table(rows: Sequence[Decision] | Sequence[Outcome], title: str) -> Table:
+def summary_table(rows: Sequence[Decision | PlanEntry] | Sequence[Outcome], title: str) -> Table:
     """One row per package: what was (or would be) done and why; counts in the caption."""
     finished = bool(rows) and isinstance(rows[0], Outcome)
     counts = summary_counts(rows)
@@ -173,20 +180,20 @@ def summary_table(rows: Sequence[Decision] | Sequence[Outcome], title: str) -> T
         table.add_column("time", justify="right")
     table.add_column("why", overflow="fold")
     for row in rows:
-        decision = row.decision if isinstance(row, Outcome) else row
-        action = row.done if isinstance(row, Outcome) else row.action
+        entry = _entry(row.decision if isinstance(row, Outcome) else row)
+        action = row.done if isinstance(row, Outcome) else entry.action
         signature = (
-            row.record.signature if isinstance(row, Outcome) and row.record else decision.signature
+            row.record.signature if isinstance(row, Outcome) and row.record else entry.signature
         )
         cells = [
-            decision.node.name,
-            decision.node.version,
+            entry.name,
+            entry.version,
             f"[{style(action)}]{action}[/]",
             (signature or "-")[:16],
         ]
         if isinstance(row, Outcome):
             cells.append(duration(row.seconds))
-        cells.append(outcome_why(row) if isinstance(row, Outcome) else why(row))
+        cells.append(outcome_why(row) if isinstance(row, Outcome) else why(entry))
         table.add_row(*cells)
     return table
 

@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 from buildprint.errors import InputError
 from buildprint.project.settings import PackageSettings, ProjectSettings, load_settings
 
-__all__ = ["PROJECT_FILE", "Project", "parse_requirement", "read_requirements"]
+__all__ = ["PROJECT_FILE", "Project", "is_pinned", "parse_requirement", "read_requirements"]
 
 PROJECT_FILE = "buildprint.toml"
 
@@ -25,8 +25,17 @@ def parse_requirement(
         raise InputError(f"invalid requirement {text!r}: {exc}", file=file, line=line) from None
 
 
-def read_requirements(path: Path) -> list[Requirement]:
-    """Requirements, one per line; ``#`` comments; ``-r other.txt`` includes."""
+def is_pinned(requirement: Requirement) -> bool:
+    """Whether ``requirement`` names exactly one version (``==1.2``, not ``==1.*``)."""
+    specs = list(requirement.specifier)
+    return len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version
+
+
+def read_requirements(path: Path, files: list[Path] | None = None) -> list[Requirement]:
+    """Requirements, one per line; ``#`` comments; ``-r other.txt`` includes. Every file
+    read is appended to ``files`` when given."""
+    if files is not None:
+        files.append(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -37,7 +46,7 @@ def read_requirements(path: Path) -> list[Requirement]:
         if not text or text.startswith("#"):
             continue
         if text.startswith(("-r ", "--requirement ")):
-            found.extend(read_requirements(path.parent / text.split(None, 1)[1]))
+            found.extend(read_requirements(path.parent / text.split(None, 1)[1], files))
             continue
         if text.startswith("-"):
             raise InputError(f"unsupported option {text!r}", file=path, line=number)
