@@ -1,4 +1,4 @@
-"""nginx with WebDAV (PUT/DELETE/MOVE) serving a cache root, as the HTTP remote for tests."""
+"""nginx with WebDAV (PUT/DELETE/MOVE, PROPFIND) serving a cache root: the tests' HTTP remote."""
 
 from __future__ import annotations
 
@@ -72,6 +72,8 @@ http {{
         root {data};
         client_max_body_size 0;
         dav_methods PUT DELETE MOVE;
+        # PROPFIND (from the dav_ext module) lets `buildprint cache ls/verify` list ac/.
+        dav_ext_methods PROPFIND OPTIONS;
         create_full_put_path on;
         dav_access user:rw group:r all:r;
         location /open/ {{ }}

@@ -248,3 +248,22 @@ def _established_to(port: int) -> int:
         check=False,
     ).stdout
     return max(0, len(out.strip().splitlines()) - 1)
+
+
+def test_list_records_uses_propfind_and_skips_foreign_names(
+    nginx_server: NginxDav, http_url: str
+) -> None:
+    remote = open_remote(http_url, writable=True)
+    assert list(remote.list_records()) == []  # no ac/ folder yet
+    sigs = sorted(hashlib.sha256(b"%d" % i).hexdigest() for i in range(5))
+    for i, sig in enumerate(sigs):
+        assert remote.put_record(sig, b"x" * (10 + i))
+    # Things a person might leave in the folder are not entries.
+    ac = _data_dir(nginx_server, http_url) / "ac"
+    (ac / "README").write_text("hello")
+    (ac / ("a" * 64)).mkdir()
+    entries = list(remote.list_records())
+    assert [e.signature for e in entries] == sigs
+    assert [e.size for e in entries] == [10 + sigs.index(e.signature) for e in entries]
+    assert all(e.modified and e.modified.endswith("Z") for e in entries)
+    assert "PROPFIND" in nginx_server.access_log.read_text()

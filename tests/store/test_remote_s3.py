@@ -21,6 +21,7 @@ from buildprint.store.remote import (
     RemoteUnavailable,
     open_remote,
 )
+from buildprint.store.s3 import S3Remote
 from servers._proc import free_port
 from servers.radosgw import RadosGateway
 
@@ -164,3 +165,18 @@ def test_wrong_secret_is_access_denied_and_never_echoed(
         wrong.put_record(SIG, b"x")
     assert "CANARY" not in str(info.value)
     assert radosgw_server.secret_key not in str(info.value)
+
+
+def test_list_records_pages_through_the_prefix(s3_env: str) -> None:
+    remote = S3Remote(s3_env, writable=True)
+    remote.list_page = 3  # seven entries: three pages
+    assert list(remote.list_records()) == []
+    sigs = sorted(hashlib.sha256(b"%d" % i).hexdigest() for i in range(7))
+    for sig in sigs:
+        assert remote.put_record(sig, b"envelope")
+    # Another prefix in the same bucket is not listed.
+    open_remote(s3_env + "-other", writable=True).put_record("7" * 64, b"elsewhere")
+    entries = list(remote.list_records())
+    assert [e.signature for e in entries] == sigs
+    assert {e.size for e in entries} == {len(b"envelope")}
+    assert all(e.modified and e.modified.endswith("Z") for e in entries)

@@ -58,6 +58,11 @@ project_option = click.option(
     help="Project folder (holds buildprint.toml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+with_deps_option = click.option(
+    "--with-deps",
+    is_flag=True,
+    help="Also build the install dependencies (resolved from the index, locked).",
+)
 
 
 def _requirement_options(command: F) -> F:
@@ -77,6 +82,7 @@ def _requirement_options(command: F) -> F:
             click.option("--index-url", help="Package index (PEP 691/503 URL or folder)."),
             click.option("--find-links", multiple=True, help="Extra folder or URL of files."),
             click.option("--force", multiple=True, metavar="NAME", help="Rebuild NAME."),
+            with_deps_option,
             click.option(
                 "--remote",
                 "remotes",
@@ -110,6 +116,7 @@ def _engine(project: Path, store: Path | None = None, **options: Any) -> Engine:
             index_url=options.get("index_url"),
             find_links=tuple(options.get("find_links", ())),
             remotes=tuple(options.get("remotes", ())),
+            with_deps=bool(options.get("with_deps")),
         ),
     )
 
@@ -288,12 +295,15 @@ def diff_command(a: str, b: str, project: Path, store: Path | None, as_json: boo
 @project_option
 @click.option("--upgrade", is_flag=True, help="Resolve every package's build requirements anew.")
 @click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@with_deps_option
 @reports_errors
-def lock(project: Path, upgrade: bool, store: Path | None) -> None:
-    """Pin every package's build requirements in buildprint.lock."""
-    with _engine(project, store=store) as engine:
+def lock(project: Path, upgrade: bool, store: Path | None, with_deps: bool) -> None:
+    """Pin every package's build requirements in buildprint.lock (and, with --with-deps, the
+    versions of the install dependencies)."""
+    with _engine(project, store=store, with_deps=with_deps) as engine:
         if upgrade:
             engine.lock.packages.clear()
+            engine.lock.dependencies.clear()
         nodes = engine.graph()
     for node in nodes:
         pins = ", ".join(f"{w.name}=={w.version}" for w in node.locked.wheels)
@@ -326,13 +336,123 @@ def cache() -> None:
     """Inspect and move entries between the local store and remote caches."""
 
 
+def _cache_remotes(
+    project: Path, store: Path | None, urls: Sequence[str], configured: bool
+) -> tuple[Any, list[Any]]:
+    """For ``cache ls/verify``: a RemoteCache over the local store and the remotes asked for
+    (``--remote`` URLs, plus the project's ``[[remote]]`` entries with ``--remotes``), trusting
+    the project's trusted keys and its own key."""
+    from buildprint.store.cache import RemoteCache
+    from buildprint.store.remote import open_remote
+    from buildprint.store.signing import load_signing_key
+
+    loaded = Project.load(project)
+    root = (store or loaded.store_dir).resolve()
+    wanted = list(urls) + ([r.url for r in loaded.settings.remote] if configured else [])
+    if configured and not loaded.settings.remote and not urls:
+        raise InputError("no [[remote]] in buildprint.toml", file=loaded.root / "buildprint.toml")
+    remotes = [open_remote(url, writable=False) for url in dict.fromkeys(wanted)]
+    trusted = [k for r in loaded.settings.remote for k in r.trusted_keys]
+    return RemoteCache(remotes, LocalStore(root), trusted, load_signing_key(root)), remotes
+
+
+_remote_options = [
+    click.option(
+        "--remote",
+        "remote_urls",
+        multiple=True,
+        metavar="URL",
+        help="A remote cache (http(s):// or s3://) instead of the local store.",
+    ),
+    click.option(
+        "--remotes",
+        "configured",
+        is_flag=True,
+        help="The project's [[remote]] caches instead of the local store.",
+    ),
+]
+
+
+def _with_remote_options(command: F) -> F:
+    for option in reversed(_remote_options):
+        command = option(command)
+    return command
+
+
 @cache.command(name="ls")
 @project_option
 @click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@_with_remote_options
+@click.option(
+    "--signatures-only",
+    is_flag=True,
+    help="With remotes: list names, sizes and dates without reading and verifying records.",
+)
 @json_option
 @reports_errors
-def cache_ls(project: Path, store: Path | None, as_json: bool) -> None:
-    """List the builds in the local store."""
+def cache_ls(
+    project: Path,
+    store: Path | None,
+    remote_urls: tuple[str, ...],
+    configured: bool,
+    signatures_only: bool,
+    as_json: bool,
+) -> None:
+    """List the builds in the local store, or in remote caches (--remote, --remotes).
+
+    For a remote every entry is listed with its size and date; its record is read and
+    verified (trusted keys) to show name, version and wheels, unless --signatures-only.
+    """
+    if remote_urls or configured:
+        cache, remotes = _cache_remotes(project, store, remote_urls, configured)
+        listed: list[dict[str, Any]] = []
+        try:
+            for remote in remotes:
+                entries = cache.list_remote(remote, read_records=not signatures_only)
+                listed.append(
+                    {
+                        "url": remote.url,
+                        "records": [
+                            {
+                                "signature": e.signature,
+                                "size": e.size,
+                                "modified": e.modified,
+                                "verified": e.record is not None,
+                                "name": e.record.name if e.record else None,
+                                "version": e.record.version if e.record else None,
+                                "created": e.record.created if e.record else None,
+                                "wheels": [a.filename for a in e.record.artifacts]
+                                if e.record
+                                else [],
+                                "problem": e.problem,
+                            }
+                            for e in entries
+                        ],
+                    }
+                )
+        finally:
+            for remote in remotes:
+                remote.close()
+            cache.local.close()
+        if as_json:
+            click.echo(render.dump_json({"remotes": listed}))
+            return
+        for block in listed:
+            out.print(f"{block['url']}: {len(block['records'])} record(s)", highlight=False)
+            for row in block["records"]:
+                what = (
+                    f"{row['name']} {row['version']} {' '.join(row['wheels'])}"
+                    if row["verified"]
+                    else ("(not verified)" if row["problem"] else "")
+                )
+                out.print(
+                    f"  {row['signature'][:16]} {row['size'] if row['size'] is not None else '?'}"
+                    f" {row['modified'] or '?'} {what}".rstrip(),
+                    highlight=False,
+                )
+        for block in listed:
+            _warn([row["problem"] for row in block["records"] if row["problem"]])
+        return
     root = _store_root(project, store)
     with LocalStore(root) as local:
         records = sorted(local.records(), key=lambda r: (r.name, r.version, r.created))
@@ -360,14 +480,42 @@ def cache_ls(project: Path, store: Path | None, as_json: bool) -> None:
 @cache.command(name="verify")
 @project_option
 @click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@_with_remote_options
+@click.option(
+    "--download",
+    is_flag=True,
+    help="With remotes: download and re-hash every blob instead of checking it exists.",
+)
 @reports_errors
-def cache_verify(project: Path, store: Path | None) -> None:
-    """Re-hash every blob and check every record; exit 1 on any problem."""
-    root = _store_root(project, store)
-    with LocalStore(root) as local:
-        problems = local.verify()
+def cache_verify(
+    project: Path,
+    store: Path | None,
+    remote_urls: tuple[str, ...],
+    configured: bool,
+    download: bool,
+) -> None:
+    """Re-hash every blob and check every record; exit 1 on any problem.
+
+    With --remote/--remotes: check each remote entry instead (signature by a trusted key,
+    the record's own name, every blob present, or re-hashed with --download). Nothing is
+    changed, locally or remotely.
+    """
+    if remote_urls or configured:
+        cache, remotes = _cache_remotes(project, store, remote_urls, configured)
+        problems: list[str] = []
+        try:
+            for remote in remotes:
+                problems += cache.verify_remote(remote, download=download)
+        finally:
+            for remote in remotes:
+                remote.close()
+            cache.local.close()
+    else:
+        root = _store_root(project, store)
+        with LocalStore(root) as local:
+            problems = local.verify()
     for problem in problems:
-        err.print(problem, highlight=False)
+        click.echo(problem, err=True)  # one line each, never wrapped: scripts grep these
     out.print(f"{len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
 
@@ -377,7 +525,12 @@ def cache_verify(project: Path, store: Path | None) -> None:
 @click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
 @reports_errors
 def cache_gc(project: Path, store: Path | None) -> None:
-    """Remove blobs no record refers to and temp files of dead writers."""
+    """Remove blobs no record refers to and temp files of dead writers (local store only).
+
+    Remote caches are not collected: their entries are create-only (never overwritten or
+    deleted by buildprint, so a reader never loses a blob under a record); expire them with
+    the server's own tools (S3 lifecycle rules, a cron job on the WebDAV folder).
+    """
     root = _store_root(project, store)
     with LocalStore(root) as local:
         keep = {r.signature for r in local.records()}

@@ -14,19 +14,42 @@ import queue
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from buildprint.errors import StoreError
 from buildprint.store.local import LocalStore, StagedRecord
 from buildprint.store.record import ActionRecord, Artifact
-from buildprint.store.remote import Remote, RemoteError, RemoteUnavailable
+from buildprint.store.remote import (
+    Remote,
+    RemoteEntry,
+    RemoteError,
+    RemoteIntegrityError,
+    RemoteMissing,
+    RemoteUnavailable,
+)
 from buildprint.store.signing import SigningKey, UntrustedRecord, sign_record, verify_envelope
 
-__all__ = ["RemoteCache"]
+__all__ = ["RemoteCache", "RemoteListing"]
 
 log = logging.getLogger("buildprint.store.cache")
 
 DEFAULT_JOBS = 16
+
+
+@dataclass(frozen=True)
+class RemoteListing:
+    """One entry of a remote as ``RemoteCache.list_remote`` sees it.
+
+    ``record`` is set only when the record was read and verified (trusted signature, own
+    name); ``problem`` says why it was not, when it was read.
+    """
+
+    signature: str
+    size: int | None
+    modified: str | None
+    record: ActionRecord | None
+    problem: str | None
 
 
 class RemoteCache:
@@ -119,22 +142,106 @@ class RemoteCache:
         return {sig: rec for sig, rec in zip(wanted, found, strict=True) if rec is not None}
 
     def _verified(self, remote: Remote, signature: str, data: bytes) -> ActionRecord | None:
+        record, problem = self._check_record(remote, signature, data)
+        if problem is not None:
+            self._report(problem)
+        return record
+
+    def _check_record(
+        self, remote: Remote, signature: str, data: bytes
+    ) -> tuple[ActionRecord | None, str | None]:
+        """The verified record, or None and why it is refused."""
+        where = f"remote {remote.url}: record {signature}"
         try:
             record = ActionRecord.from_bytes(verify_envelope(data, self.trusted_keys))
         except UntrustedRecord as exc:
-            self._report(f"remote {remote.url}: record {signature} ignored: {exc.message}")
-            return None
+            return None, f"{where} ignored: {exc.message}"
         except StoreError as exc:
-            self._report(f"remote {remote.url}: record {signature} ignored: malformed ({exc})")
-            return None
+            return None, f"{where} ignored: malformed ({exc})"
         if record.signature != signature:
             # A validly signed record copied under another name: replaying it would hand
             # out the wrong build for these inputs.
-            self._report(
-                f"remote {remote.url}: record {signature} ignored: it is for {record.signature}"
+            return None, f"{where} ignored: it is for {record.signature}"
+        return record, None
+
+    # -- listing and checking a remote --------------------------------------------------
+
+    def list_remote(
+        self, remote: Remote, *, read_records: bool = True, jobs: int | None = None
+    ) -> list[RemoteListing]:
+        """Every ``ac/`` entry of ``remote``, by signature.
+
+        With ``read_records`` each record is also fetched (concurrently) and verified like a
+        lookup would, so verified entries carry their name, version and wheels; the others
+        carry the reason they would be refused. Listing errors raise ``RemoteError``.
+        """
+        entries = list(remote.list_records())
+        if not read_records or not entries:
+            return [RemoteListing(e.signature, e.size, e.modified, None, None) for e in entries]
+
+        def read(entry: RemoteEntry) -> RemoteListing:
+            try:
+                data = remote.get_record(entry.signature)
+            except RemoteError as exc:
+                return RemoteListing(entry.signature, entry.size, entry.modified, None, str(exc))
+            if data is None:
+                gone = f"remote {remote.url}: record {entry.signature} vanished while listed"
+                return RemoteListing(entry.signature, entry.size, entry.modified, None, gone)
+            record, problem = self._check_record(remote, entry.signature, data)
+            return RemoteListing(entry.signature, entry.size, entry.modified, record, problem)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs or self.jobs, len(entries)))) as pool:
+            return list(pool.map(read, entries))
+
+    def verify_remote(
+        self, remote: Remote, *, download: bool = False, jobs: int | None = None
+    ) -> list[str]:
+        """Check every entry of ``remote``; return problems (empty when it is sound).
+
+        Each record must be signed by a trusted key and name its own signature; each blob it
+        refers to must exist (``HEAD``), or with ``download`` must download and hash to its
+        name with the recorded size (into a temp folder of the local store, then removed).
+        Nothing is changed on the remote or in the local store.
+        """
+        listing = self.list_remote(remote, jobs=jobs)
+        problems = [item.problem for item in listing if item.problem is not None]
+        wanted: dict[str, tuple[Artifact, list[str]]] = {}
+        for item in listing:
+            for artifact in item.record.artifacts if item.record is not None else ():
+                users = wanted.setdefault(artifact.sha256, (artifact, []))[1]
+                users.append(item.signature)
+
+        def check(sha: str) -> str | None:
+            artifact, users = wanted[sha]
+            where = (
+                f"remote {remote.url}: blob {sha} ({artifact.filename}, used by {', '.join(users)})"
             )
+            try:
+                if not download:
+                    return None if remote.has_blob(sha) else f"{where} is missing"
+                tmp = self.local.new_tmp_path()
+                try:
+                    remote.get_blob(sha, tmp)
+                    size = tmp.stat().st_size
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+            except RemoteMissing:
+                return f"{where} is missing"
+            except RemoteIntegrityError:
+                return f"{where} does not hash to its name (corrupt or tampered)"
+            except RemoteError as exc:
+                return f"{where}: {exc}"
+            if size != artifact.size:
+                return f"{where} has {size} bytes, record says {artifact.size}"
             return None
-        return record
+
+        if wanted:
+            with ThreadPoolExecutor(
+                max_workers=max(1, min(jobs or self.jobs, len(wanted)))
+            ) as pool:
+                problems += [p for p in pool.map(check, sorted(wanted)) if p is not None]
+        return problems
 
     # -- fetch -----------------------------------------------------------------------
 

@@ -10,17 +10,22 @@ a temp file and renames it into place only when complete, and every reader re-ha
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import netrc
 import os
 import uuid
 from collections.abc import Generator, Iterator
+from datetime import UTC
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
+from xml.etree import ElementTree
 
 import httpx
 
+from buildprint.store.record import is_digest
 from buildprint.store.remote import (
     RemoteAccessDenied,
+    RemoteEntry,
     RemoteError,
     RemoteMissing,
     RemoteUnavailable,
@@ -166,6 +171,27 @@ class HttpRemote:
             raise self._unexpected(response, "PUT", path)
         return True
 
+    def list_records(self) -> Iterator[RemoteEntry]:
+        """``ac/`` entries via WebDAV ``PROPFIND`` (``Depth: 1``); nginx needs ``dav_ext``."""
+        path = "ac/"
+        response = self._request(
+            "PROPFIND",
+            path,
+            content=_PROPFIND_BODY,
+            headers={"Depth": "1", "Content-Type": "application/xml"},
+        )
+        if response.status_code == 404:
+            return iter(())  # nothing pushed yet
+        if response.status_code in _NO_MOVE:
+            raise RemoteError(
+                f"remote {self._url} cannot list entries: it does not answer WebDAV PROPFIND "
+                "(nginx: load the dav_ext module, `dav_ext_methods PROPFIND OPTIONS;`)",
+                url=self._url,
+            )
+        if response.status_code != 207:
+            raise self._unexpected(response, "PROPFIND", path)
+        return iter(_parse_multistatus(response.content, self._url))
+
     # -- blobs -----------------------------------------------------------------------
 
     def has_blob(self, sha256: str) -> bool:
@@ -211,6 +237,54 @@ class HttpRemote:
     def _require_writable(self) -> None:
         if not self._writable:
             raise RemoteError(f"remote {self._url} is read-only (write = false)", url=self._url)
+
+
+_DAV = "{DAV:}"
+_PROPFIND_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop>'
+    b"<getcontentlength/><getlastmodified/><resourcetype/></prop></propfind>"
+)
+
+
+def _parse_multistatus(body: bytes, url: str) -> list[RemoteEntry]:
+    """Signature entries of a PROPFIND answer, sorted; the collection itself is skipped."""
+    # A listing never needs a DTD; refusing one rules out entity-expansion tricks.
+    if b"<!DOCTYPE" in body[:4096].upper() or b"<!ENTITY" in body.upper():
+        raise RemoteError(f"remote {url}: PROPFIND answer carries a DTD; refused", url=url)
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise RemoteError(f"remote {url}: malformed PROPFIND answer: {exc}", url=url) from None
+    entries: list[RemoteEntry] = []
+    for response in root.iter(f"{_DAV}response"):
+        href = response.findtext(f"{_DAV}href") or ""
+        name = unquote(urlsplit(href).path).rstrip("/").rpartition("/")[2]
+        if not is_digest(name) or response.find(f".//{_DAV}collection") is not None:
+            continue
+        length = response.findtext(f".//{_DAV}getcontentlength")
+        modified = response.findtext(f".//{_DAV}getlastmodified")
+        entries.append(
+            RemoteEntry(
+                signature=name,
+                size=int(length) if length and length.strip().isdigit() else None,
+                modified=_http_date(modified),
+            )
+        )
+    entries.sort(key=lambda e: e.signature)
+    return entries
+
+
+def _http_date(value: str | None) -> str | None:
+    """RFC 1123 date (as WebDAV sends) to ISO-8601 UTC with ``Z``; None if absent or odd."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:

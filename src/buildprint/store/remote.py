@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,7 @@ from buildprint.store.record import is_digest
 __all__ = [
     "Remote",
     "RemoteAccessDenied",
+    "RemoteEntry",
     "RemoteError",
     "RemoteIntegrityError",
     "RemoteMissing",
@@ -57,6 +59,15 @@ class RemoteIntegrityError(RemoteError):
     """A downloaded blob does not hash to its name: the remote copy is corrupt or tampered."""
 
 
+@dataclass(frozen=True)
+class RemoteEntry:
+    """One ``ac/`` entry as a listing shows it: no content read, nothing verified."""
+
+    signature: str
+    size: int | None
+    modified: str | None  # ISO-8601 UTC ("...Z") when the server says
+
+
 @runtime_checkable
 class Remote(Protocol):
     """One remote cache. ``url`` is always the redacted form (no password, no token)."""
@@ -73,6 +84,10 @@ class Remote(Protocol):
 
     def put_record(self, signature: str, data: bytes) -> bool:
         """Create ``ac/<signature>``; False if an entry already exists (never overwritten)."""
+        ...
+
+    def list_records(self) -> Iterator[RemoteEntry]:
+        """Every ``ac/`` entry whose name is a signature (others are skipped), unverified."""
         ...
 
     def has_blob(self, sha256: str) -> bool:

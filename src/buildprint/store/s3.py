@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,8 +23,10 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from buildprint.errors import InputError
+from buildprint.store.record import is_digest
 from buildprint.store.remote import (
     RemoteAccessDenied,
+    RemoteEntry,
     RemoteError,
     RemoteMissing,
     RemoteUnavailable,
@@ -62,6 +65,8 @@ class S3Remote:
         self._prefix = f"{prefix}/" if prefix else ""
         self._url = redact_url(url)
         self._writable = writable
+        #: Keys per ListObjectsV2 page (the S3 maximum; smaller only to exercise paging).
+        self.list_page = 1000
         endpoint = os.environ.get("BUILDPRINT_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
         session = boto3.session.Session()
         region = session.region_name or ("us-east-1" if endpoint else None)
@@ -179,6 +184,32 @@ class S3Remote:
                 raise self._translate(exc, what) from None
             return True
         return not self._exists(key, what)
+
+    def list_records(self) -> Iterator[RemoteEntry]:
+        """``ac/`` entries via paginated ``ListObjectsV2`` under ``<prefix>ac/``."""
+        prefix = f"{self._prefix}ac/"
+        what = "LIST records"
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=prefix, PaginationConfig={"PageSize": self.list_page}
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    name = str(item["Key"])[len(prefix) :]
+                    if not is_digest(name):
+                        continue
+                    modified = item.get("LastModified")
+                    yield RemoteEntry(
+                        signature=name,
+                        size=int(item["Size"]) if "Size" in item else None,
+                        modified=(
+                            modified.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                            if modified is not None
+                            else None
+                        ),
+                    )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._translate(exc, what) from None
 
     # -- blobs -----------------------------------------------------------------------
 
