@@ -45,6 +45,7 @@ __all__ = [
     "build_wheel",
     "default_log_path",
     "get_requires_for_build_wheel",
+    "prepare_metadata_for_build_wheel",
     "read_build_system",
     "remap_source_flags",
 ]
@@ -375,6 +376,37 @@ def get_requires_for_build_wheel(
         {"config_settings": _plain(config_settings)},
     )
     return [str(item) for item in result]
+
+
+def prepare_metadata_for_build_wheel(
+    source_dir: Path,
+    env: BuildEnvironment,
+    metadata_directory: Path,
+    config_settings: ConfigSettings | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    log_path: Path | None = None,
+    timeout: float | None = None,
+) -> Path:
+    """The ``.dist-info`` folder the backend prepares (falling back to building a wheel and
+    extracting it, as pyproject-hooks does for backends without the hook)."""
+    metadata_directory.mkdir(parents=True, exist_ok=True)
+    name = _call(
+        "prepare_metadata_for_build_wheel",
+        source_dir,
+        env,
+        extra_env,
+        DEFAULT_SOURCE_DATE_EPOCH,
+        log_path,
+        timeout,
+        False,
+        {
+            "metadata_directory": str(metadata_directory),
+            "config_settings": _plain(config_settings),
+            "_allow_fallback": True,
+        },
+    )
+    return metadata_directory / str(name)
 
 
 def build_wheel(

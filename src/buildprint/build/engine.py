@@ -9,13 +9,14 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from buildprint import __version__
@@ -68,6 +69,7 @@ class Options:
     index_url: str | None = None
     find_links: Sequence[str] = ()
     remotes: Sequence[str] = ()  # extra remote caches (read and write), tried after settings'
+    with_deps: bool = False  # also build the install dependencies, resolved and locked
 
 
 @dataclass
@@ -222,17 +224,73 @@ class Engine:
 
     def graph(self) -> list[PackageNode]:
         requirements = self.requirements()
+        self.preparer.built_names = {canonicalize_name(r.name) for r in requirements}
+        self.preparer.read_install_requirements = self.options.with_deps
+        before = (dict(self.lock.packages), dict(self.lock.dependencies))
+        nodes = self.planner.load_graph(
+            requirements, self.preparer.lock, install_requirements=self.options.with_deps
+        )
+        if self.options.with_deps:
+            requirements, nodes = self._with_dependencies(requirements, nodes)
         self._ranged = [
             canonicalize_name(r.name)
             for r in requirements
             if self.project.package_settings(r.name).source is None and not is_pinned(r)
         ]
-        self.preparer.built_names = {canonicalize_name(r.name) for r in requirements}
-        before = dict(self.lock.packages)
-        nodes = self.planner.load_graph(requirements, self.preparer.lock)
-        if dict(self.lock.packages) != before:
+        if (dict(self.lock.packages), dict(self.lock.dependencies)) != before:
             save_lock(self.project.lock_file, self.lock)
         return nodes
+
+    def _with_dependencies(
+        self, requirements: list[Requirement], nodes: list[PackageNode]
+    ) -> tuple[list[Requirement], list[PackageNode]]:
+        """Add every install dependency, recursively, to the graph. A dependency nobody
+        pinned gets the newest version its requirers allow, once: that choice is locked
+        (``[dependencies]`` in the lock) until ``lock --upgrade``. Requirers that disagree
+        are an error naming them all; pin the dependency to settle it."""
+        extras: dict[str, set[str]] = {}
+        for requirement in requirements:
+            extras.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
+        requested = {canonicalize_name(r.name) for r in requirements}
+        while True:
+            by_name = {node.name: node for node in nodes}
+            wanted = _install_requirements(nodes, extras)
+            new: dict[str, SpecifierSet] = {}
+            grew = False
+            for _, requirement in wanted:
+                name: str = canonicalize_name(requirement.name)
+                if not requirement.extras <= extras.setdefault(name, set()):
+                    extras[name] |= requirement.extras
+                    grew = True
+                if name not in by_name:
+                    new[name] = new.get(name, SpecifierSet()) & requirement.specifier
+            if not new and not grew:
+                break
+            for name, specifier in sorted(new.items()):
+                locked = self.lock.dependencies.get(name)
+                version = locked if locked and specifier.contains(locked, True) else None
+                pin = f"=={version}" if version else str(specifier)
+                requirements.append(Requirement(f"{name}{pin}"))
+            self.preparer.built_names |= set(new)
+            nodes = self.planner.load_graph(
+                requirements, self.preparer.lock, install_requirements=True
+            )
+        chosen = {node.name: node.version for node in nodes}
+        conflicts = [
+            f"{requirer} requires {requirement} but {chosen[name]} is chosen"
+            for requirer, requirement in _install_requirements(nodes, extras)
+            if not requirement.specifier.contains(
+                chosen[name := canonicalize_name(requirement.name)], True
+            )
+        ]
+        if conflicts:
+            raise InputError(
+                "install dependencies disagree: " + "; ".join(conflicts) + ". Pin the "
+                "dependency in the requirements to a version that suits all of them",
+                file=self.project.root,
+            )
+        self.lock.dependencies = {n: v for n, v in sorted(chosen.items()) if n not in requested}
+        return requirements, nodes
 
     # -- commands --------------------------------------------------------------------------
 
@@ -277,12 +335,15 @@ class Engine:
                 "buildprint": __version__,
                 "scheme": SCHEME,
                 "interpreter": sys.version,
-                "python": self.python,
+                # The same interpreter, however it was named (a console script's shebang and
+                # `python -m` differ), is the same key.
+                "python": os.path.realpath(shutil.which(self.python) or self.python),
                 "project": str(self.project.root),
                 "store": str(self.store_dir),
                 "requirements": list(self.options.requirements),
                 "requirement-files": [str(p.resolve()) for p in self.options.requirement_files],
                 "reuse-by-version": sorted(self.options.reuse_by_version),
+                "with-deps": self.options.with_deps,
                 "index-url": self.options.index_url,
                 "find-links": list(self.options.find_links),
             }
@@ -388,6 +449,22 @@ class Engine:
                     )
                 return decision.manifest
         raise InputError(f"{name} is not among the requirements", file=self.project.root)
+
+
+def _install_requirements(
+    nodes: Sequence[PackageNode], extras: Mapping[str, set[str]]
+) -> list[tuple[str, Requirement]]:
+    """(requirer, requirement) for every install requirement that applies here: its marker
+    holds for this interpreter with no extra or with one the requirer was asked for."""
+    found = []
+    for node in nodes:
+        for text in node.locked.runtime or ():
+            requirement = Requirement(text)
+            marker = requirement.marker
+            asked = ("", *sorted(extras.get(node.name, ())))
+            if marker is None or any(marker.evaluate({"extra": extra}) for extra in asked):
+                found.append((node.name, requirement))
+    return found
 
 
 def _all_reused(decisions: Sequence[Decision]) -> bool:

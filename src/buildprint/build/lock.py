@@ -98,6 +98,8 @@ class LockedBuildDeps:
     #: Content digest of the (patched) source the requirements were read from: when the
     #: source changes, its build requirements may have changed too, so it is locked again.
     source: str | None = None
+    #: Install requirements (``Requires-Dist``), read when ``--with-deps`` needed them.
+    runtime: list[str] | None = None
 
     def matches(self, requires: Iterable[str]) -> bool:
         """True when ``requires`` declares the same requirement set as this entry was made from."""
@@ -106,9 +108,11 @@ class LockedBuildDeps:
 
 @dataclass
 class Lock(Mapping[str, LockedBuildDeps]):
-    """The lock file's content: package name (normalized) -> its pinned build dependencies."""
+    """The lock file's content: package name (normalized) -> its pinned build dependencies;
+    and the versions ``--with-deps`` chose for install dependencies nobody pinned."""
 
     packages: dict[str, LockedBuildDeps] = field(default_factory=dict)
+    dependencies: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> LockedBuildDeps:
         return self.packages[canonicalize_name(name)]
@@ -169,6 +173,9 @@ def _toml_str(value: str) -> str:
 def dumps_lock(lock: Lock) -> str:
     """The lock as TOML text: packages and wheels sorted by name, requirements as declared."""
     lines = [_HEADER, f"version = {LOCK_FORMAT_VERSION}\n"]
+    if lock.dependencies:
+        lines.append("\n[dependencies]\n")
+        lines.extend(f"{name} = {_toml_str(v)}\n" for name, v in sorted(lock.dependencies.items()))
     for name in sorted(lock.packages):
         deps = lock.packages[name]
         lines.append(f"\n[packages.{name}]\n")
@@ -180,6 +187,8 @@ def dumps_lock(lock: Lock) -> str:
             lines.append("requires = []\n")
         if deps.source is not None:
             lines.append(f"source = {_toml_str(deps.source)}\n")
+        if deps.runtime is not None:
+            lines.append("runtime = [" + ", ".join(_toml_str(r) for r in deps.runtime) + "]\n")
         for wheel in sorted(deps.wheels):
             lines.append(f"\n[[packages.{name}.wheels]]\n")
             for key in _WHEEL_KEYS:
@@ -233,7 +242,7 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
             file=file,
             line=_line_of(text, r"^\s*version\s*="),
         )
-    unknown = sorted(set(data) - {"version", "packages"})
+    unknown = sorted(set(data) - {"version", "packages", "dependencies"})
     if unknown:
         raise InputError(
             f"unknown top-level key {unknown[0]!r} in lock file",
@@ -252,7 +261,7 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
             raise InputError(
                 f"packages.{raw_name} must be a table", file=file, line=_table_line(text, raw_name)
             )
-        extra = sorted(set(entry) - {"requires", "wheels", "source"})
+        extra = sorted(set(entry) - {"requires", "wheels", "source", "runtime"})
         if extra:
             raise InputError(
                 f"unknown key {extra[0]!r} in packages.{raw_name}",
@@ -299,7 +308,26 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
                 file=file,
                 line=_table_line(text, raw_name),
             )
-        lock.packages[key] = LockedBuildDeps(requires=list(requires), wheels=wheels, source=source)
+        runtime = entry.get("runtime")
+        if runtime is not None and (
+            not isinstance(runtime, list) or not all(isinstance(r, str) for r in runtime)
+        ):
+            raise InputError(
+                f"packages.{raw_name}.runtime must be a list of strings",
+                file=file,
+                line=_table_line(text, raw_name),
+            )
+        lock.packages[key] = LockedBuildDeps(list(requires), wheels, source, runtime)
+    dependencies = data.get("dependencies", {})
+    if not isinstance(dependencies, dict) or not all(
+        isinstance(v, str) for v in dependencies.values()
+    ):
+        raise InputError(
+            '`dependencies` must be a table of name = "version"',
+            file=file,
+            line=_line_of(text, r"^\s*\[\s*dependencies\s*\]"),
+        )
+    lock.dependencies = {canonicalize_name(k): v for k, v in dependencies.items()}
     return lock
 
 

@@ -180,10 +180,15 @@ class Planner:
     # -- the graph -------------------------------------------------------------------------
 
     def load_graph(
-        self, requirements: Sequence[Requirement], lock_step: LockStep
+        self,
+        requirements: Sequence[Requirement],
+        lock_step: LockStep,
+        *,
+        install_requirements: bool = False,
     ) -> list[PackageNode]:
-        """Nodes in dependency order. Packages missing from the lock are locked via
-        ``lock_step`` (which may build an environment); the caller saves the lock."""
+        """Nodes in dependency order. Packages missing from the lock (or, with
+        ``install_requirements``, locked without them) are locked via ``lock_step`` (which
+        may build an environment); the caller saves the lock."""
         seen: dict[str, Requirement] = {}
         for req in requirements:
             name: str = canonicalize_name(req.name)
@@ -200,7 +205,11 @@ class Planner:
             patch_digests = patches_value(patches)
             locked = self.lock.get(name)
             patches_key = digest_value(patch_digests)
-            if locked is None or not _lock_fits(locked, source, patches_key):
+            if (
+                locked is None
+                or not _lock_fits(locked, source, patches_key)
+                or (install_requirements and locked.runtime is None)
+            ):
                 locked = replace(
                     lock_step(name, req, source, patches, settings),
                     source=_lock_source_key(source, patches_key),

@@ -17,6 +17,7 @@ from buildprint.build import backend
 from buildprint.build.environment import BuildEnvironment
 from buildprint.build.index import PackageIndex
 from buildprint.build.lock import LockedBuildDeps, PinnedWheel, fetch_pinned, resolve
+from buildprint.build.metadata import install_requirements
 from buildprint.build.patching import apply_patches
 from buildprint.build.planner import Decision, DepResult, PackageNode, Planner
 from buildprint.build.sources import ResolvedSource, SourceResolver
@@ -65,6 +66,7 @@ class Preparer:
     python: str
     python_version: str
     built_names: set[str] = field(default_factory=set)
+    read_install_requirements: bool = False  # --with-deps
 
     def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
         """Extract (or copy) the source into ``dest`` and apply the patches in order."""
@@ -91,37 +93,49 @@ class Preparer:
         patches: list[Path],
         settings: PackageSettings,
     ) -> LockedBuildDeps:
-        """Find the package's build requirements (static and from the backend) and pin them."""
+        """Find the package's build requirements (static and from the backend) and pin them;
+        with :attr:`read_install_requirements`, also its install requirements."""
         del requirement
         with tempfile.TemporaryDirectory(dir=self._tmp()) as tmp:
             root = self.source_tree(source, patches, Path(tmp) / "src")
             system = backend.read_build_system(root)
             static = [r for r in system.requires if not self._is_built(r, name)]
+            origin = root / "pyproject.toml"
             wheels = (
-                resolve(static, self.index, self.python_version, origin=root / "pyproject.toml")
-                if static
-                else []
+                resolve(static, self.index, self.python_version, origin=origin) if static else []
             )
+            log = Path(tmp) / "lock.log"
             with BuildEnvironment(Path(tmp) / "env", interpreter=self.python) as env:
                 env.install(self.wheels(wheels))
                 dynamic = backend.get_requires_for_build_wheel(
-                    root,
-                    env,
-                    settings.config_settings,
-                    settings.env,
-                    log_path=Path(tmp) / "lock.log",
+                    root, env, settings.config_settings, settings.env, log_path=log
                 )
+                extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
+                if extra:
+                    wheels = resolve(
+                        [*static, *extra],
+                        self.index,
+                        self.python_version,
+                        preferences=wheels,
+                        origin=origin,
+                    )
+                runtime = None
+                if self.read_install_requirements:
+                    if extra:
+                        env.install(self.wheels(wheels))
+                    runtime = install_requirements(
+                        root,
+                        lambda: backend.prepare_metadata_for_build_wheel(
+                            root,
+                            env,
+                            Path(tmp) / "metadata",
+                            settings.config_settings,
+                            settings.env,
+                            log_path=log,
+                        ),
+                    )
             requires = list(dict.fromkeys([*system.requires, *dynamic]))
-            extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
-            if extra:
-                wheels = resolve(
-                    [*static, *extra],
-                    self.index,
-                    self.python_version,
-                    preferences=wheels,
-                    origin=root / "pyproject.toml",
-                )
-        return LockedBuildDeps(requires=requires, wheels=wheels)
+        return LockedBuildDeps(requires=requires, wheels=wheels, runtime=runtime)
 
     def _is_built(self, requirement: str, name: str) -> bool:
         other = canonicalize_name(Requirement(requirement).name)
