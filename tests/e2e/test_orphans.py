@@ -209,12 +209,6 @@ def test_kill_guarded_ends_commands_running_on_other_threads(tmp_path: Path) -> 
 
 @pytest.mark.slow
 @_NEEDS_PROC
-@pytest.mark.xfail(
-    strict=True,
-    reason="build/runner.py Builder.run: on Ctrl-C the `with ThreadPoolExecutor` exit waits for "
-    "running builds (their backends run in sessions of their own and never see SIGINT); "
-    "fix: on BaseException, pool.shutdown(cancel_futures=True) and environment.kill_guarded()",
-)
 def test_interrupted_buildprint_stops_its_builds(tmp_path: Path, backend_wheels: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()

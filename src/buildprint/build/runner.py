@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from buildprint.build import backend
-from buildprint.build.environment import BuildEnvironment
+from buildprint.build.environment import BuildEnvironment, kill_guarded
 from buildprint.build.index import PackageIndex
 from buildprint.build.lock import LockedBuildDeps, PinnedWheel, fetch_pinned, resolve
 from buildprint.build.metadata import install_requirements
@@ -186,7 +186,8 @@ class Builder:
         outcomes: dict[str, Outcome] = {}
         remaining = {n.name: n for n in nodes}
         running: dict[Future[Outcome], str] = {}
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
             while remaining or running:
                 for name, node in list(remaining.items()):
                     if any(d in remaining or d in running.values() for d in node.deps):
@@ -211,6 +212,15 @@ class Builder:
                     outcomes[name] = future.result()
                     if progress:
                         progress("done", outcomes[name])
+        except BaseException:
+            # Ctrl-C reaches only this thread, and the builds run in sessions of their own:
+            # stop queued work and end the running builds' process groups, rather than
+            # waiting (hours, for some builds) for them to finish. Nothing half-built is
+            # stored: a record is written only after its wheel is complete.
+            pool.shutdown(wait=False, cancel_futures=True)
+            kill_guarded()
+            raise
+        pool.shutdown()
         return [outcomes[n.name] for n in nodes]
 
     def check_inputs(self, nodes: Sequence[PackageNode]) -> None:
