@@ -322,11 +322,6 @@ def test_why_of_a_dependent_recurses_into_the_dependency(project: Path) -> None:
     assert "deps/left" in human and "env/LEFT_MODE: fast → safe" in human
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/main.py why: a pending package (signature waits on a dependency's build) is "
-    "reported with closest=null and 'no stored build to compare with', though one is stored",
-)
 def test_why_of_a_pending_dependent_names_its_stored_build(project: Path) -> None:
     stored = checked(run_cli(project, "plan", "--json")).packages()["top"]["signature"]
     change_left(project)
@@ -334,8 +329,10 @@ def test_why_of_a_pending_dependent_names_its_stored_build(project: Path) -> Non
     assert why["action"] == "pending"
     assert why["pending_on"] == ["left"]
     assert why["closest"] == stored
+    assert why["changed"] == ["deps/left"]
+    assert why["changes"][0]["new"]["artifact"] == "(after left is built)"
     human = checked(run_cli(project, "why", "top", env=WIDE)).stdout
-    assert "no stored build" not in human
+    assert "no stored build" not in human and "provisional" in human
 
 
 def test_why_of_an_unknown_package_exits_2(project: Path) -> None:

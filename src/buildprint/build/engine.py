@@ -23,7 +23,7 @@ from buildprint import __version__
 from buildprint.build.index import PackageIndex
 from buildprint.build.lock import Lock, load_lock, save_lock
 from buildprint.build.memo import Memo
-from buildprint.build.planner import Decision, PackageNode, Planner
+from buildprint.build.planner import Decision, DepResult, PackageNode, Planner
 from buildprint.build.runner import Builder, Outcome, Preparer, Progress
 from buildprint.build.snapshot import (
     Checks,
@@ -417,25 +417,49 @@ class Engine:
         return builder.run(self.graph(), jobs, progress)
 
     def why(self, name: str) -> Explanation:
-        """Compare what ``name`` would get now with the closest stored build."""
+        """Compare what ``name`` would get now with the closest stored build. A package
+        still waiting on a dependency's build is compared by a provisional manifest, in
+        which each such dependency contributes ``(after NAME is built)``."""
         name = canonicalize_name(name)
         decisions = {d.node.name: d for d in self.plan()}
         if name not in decisions:
             raise InputError(f"{name} is not among the requirements", file=self.project.root)
         decision = decisions[name]
-        if decision.manifest is None:
-            return Explanation(decision, None)
         if (
             decision.record is not None
             and decision.action in ("reuse", "fetch")
             and not decision.changes
         ):
             closest: Manifest | None = Manifest.from_json(decision.record.manifest)
+            current = decision.manifest
         else:
-            candidate = self.planner.closest(decision.node, decision.manifest)
+            current = decision.manifest or self._provisional_manifest(name, decisions)
+            candidate = self.planner.closest(decision.node, current) if current else None
             closest = candidate.manifest_obj if candidate else None
-        changes = diff(closest, decision.manifest, self.planner.lookup_manifest) if closest else []
-        return Explanation(decision, closest, changes)
+        if closest is None or current is None:
+            return Explanation(decision, closest)
+        return Explanation(decision, closest, diff(closest, current, self.planner.lookup_manifest))
+
+    def _provisional_manifest(
+        self, name: str, decisions: Mapping[str, Decision]
+    ) -> Manifest | None:
+        results: dict[str, DepResult] = {}
+        for node_name, decision in decisions.items():  # dependency order
+            manifest = decision.manifest
+            if manifest is None:
+                known = {d: results[d] for d in decision.node.deps if d in results}
+                if len(known) < len(decision.node.deps):
+                    return None
+                manifest = self.planner.manifest(decision.node, known)
+            artifact = (
+                decision.record.artifacts[0].content_digest
+                if decision.record is not None
+                else f"(after {node_name} is built)"
+            )
+            results[node_name] = DepResult(decision.node.version, manifest.signature, artifact)
+            if node_name == name:
+                return manifest
+        return None
 
     def manifest_of(self, name: str) -> Manifest:
         """The manifest ``name`` would get now (stored dependencies' results filled in)."""

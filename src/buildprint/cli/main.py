@@ -217,7 +217,12 @@ def why(name: str, project: Path, store: Path | None, as_json: bool) -> None:
     out.print(
         render.changes_tree(
             f"{decision.node.name} {decision.node.version}: {decision.action} "
-            f"({decision.reason}); compared with {explanation.closest.signature[:16]}",
+            f"({decision.reason}); compared with {explanation.closest.signature[:16]}"
+            + (
+                " (provisional: its signature is known once they are built)"
+                if decision.pending_on
+                else ""
+            ),
             explanation.changes,
         )
     )
