@@ -452,12 +452,6 @@ def test_parallel_build_with_a_failure_builds_the_rest_and_fails_its_dependent(
     assert checked(run_cli(project, "plan", "--json")).packages()["left"]["action"] == "build"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build/runner.py Preparer.lock: a backend failing in get_requires_for_build_wheel "
-    "(while locking) aborts the whole run before any build, `build --json` prints no JSON, and "
-    "the error names lock.log in a temporary folder already deleted",
-)
 def test_backend_failing_while_locking_fails_that_package_only(project: Path) -> None:
     break_left(project, when="True")  # setuptools runs setup.py for get_requires too
     right = project / "packages" / "right.toml"

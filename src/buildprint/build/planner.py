@@ -20,7 +20,7 @@ from buildprint.build.lock import Lock, LockedBuildDeps
 from buildprint.build.memo import stat_key
 from buildprint.build.snapshot import PlanEntry
 from buildprint.build.sources import ResolvedSource, SourceResolver
-from buildprint.errors import InputError
+from buildprint.errors import BuildFailed, InputError
 from buildprint.inputs.env import env_value
 from buildprint.inputs.host import HOST_VARIABLE, host_value
 from buildprint.inputs.patches import PatchFolders, find_patches, patches_value
@@ -83,6 +83,9 @@ class PackageNode:
     locked: LockedBuildDeps
     deps: tuple[str, ...] = ()
     patch_digests: dict[str, str] = field(default_factory=dict)
+    #: Why its build requirements could not be locked (the backend failed): the package
+    #: then fails on its own, and its dependents with it, while the rest of the run goes on.
+    lock_error: str | None = None
 
     @property
     def view(self) -> PackageView:
@@ -205,16 +208,20 @@ class Planner:
             patch_digests = patches_value(patches)
             locked = self.lock.get(name)
             patches_key = digest_value(patch_digests)
+            lock_error = None
             if (
                 locked is None
                 or not _lock_fits(locked, source, patches_key)
                 or (install_requirements and locked.runtime is None)
             ):
-                locked = replace(
-                    lock_step(name, req, source, patches, settings),
-                    source=_lock_source_key(source, patches_key),
-                )
-                self.lock.set(name, locked)
+                try:
+                    locked = replace(
+                        lock_step(name, req, source, patches, settings),
+                        source=_lock_source_key(source, patches_key),
+                    )
+                    self.lock.set(name, locked)
+                except BuildFailed as failed:
+                    locked, lock_error = LockedBuildDeps([], []), str(failed)
             nodes[name] = PackageNode(
                 name,
                 source.version,
@@ -224,6 +231,7 @@ class Planner:
                 patches,
                 locked,
                 patch_digests=patch_digests,
+                lock_error=lock_error,
             )
         for node in nodes.values():
             node.deps = tuple(
@@ -358,6 +366,11 @@ class Planner:
     # -- decisions -------------------------------------------------------------------------
 
     def decide(self, node: PackageNode, deps: Mapping[str, DepResult]) -> Decision:
+        if node.lock_error is not None:
+            first = node.lock_error.splitlines()[0]
+            return Decision(
+                node, "build", reason=f"its build requirements cannot be locked: {first}"
+            )
         try:
             manifest = self.manifest(node, deps)
         except PendingDependencies as pending:

@@ -104,7 +104,10 @@ class Preparer:
             wheels = (
                 resolve(static, self.index, self.python_version, origin=origin) if static else []
             )
-            log = Path(tmp) / "lock.log"
+            # Kept beside the build logs: a failure's message points at it.
+            log = self.work_root.parent / "logs" / f"{name}-{source.version}-lock.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.unlink(missing_ok=True)
             with BuildEnvironment(Path(tmp) / "env", interpreter=self.python) as env:
                 env.install(self.wheels(wheels))
                 dynamic = backend.get_requires_for_build_wheel(
@@ -232,6 +235,8 @@ class Builder:
         """
         versions = {n.name: n.version for n in nodes}
         for node in nodes:
+            if node.lock_error is not None:
+                continue  # fails on its own when its turn comes
             unknown = {d: DepResult(versions[d], None, None) for d in node.deps}
             try:
                 self.planner.manifest(node, unknown)
@@ -242,6 +247,9 @@ class Builder:
         self, node: PackageNode, deps: Mapping[str, DepResult], progress: Progress | None
     ) -> Outcome:
         started = time.monotonic()
+        if node.lock_error is not None:
+            decision = self.planner.decide(node, deps)
+            return Outcome(decision, "failed", error=node.lock_error)
         try:
             decision = self.planner.decide(node, deps)
         except BuildprintError as exc:

@@ -19,7 +19,7 @@ from buildprint.build.runner import Outcome
 from buildprint.build.wheel import read_manifest
 from buildprint.cli import render
 from buildprint.cli.progress import BuildProgress
-from buildprint.errors import BuildprintError, InputError
+from buildprint.errors import BuildFailed, BuildprintError, InputError
 from buildprint.project.project import Project
 from buildprint.signature.diff import changed_paths, diff
 from buildprint.signature.manifest import Manifest
@@ -312,7 +312,10 @@ def lock(project: Path, upgrade: bool, store: Path | None, with_deps: bool) -> N
         nodes = engine.graph()
     for node in nodes:
         pins = ", ".join(f"{w.name}=={w.version}" for w in node.locked.wheels)
-        out.print(f"{node.name} {node.version}: {pins or '(no build requirements)'}")
+        out.print(f"{node.name} {node.version}: {node.lock_error or pins or '(none)'}")
+    failed = [node.name for node in nodes if node.lock_error]
+    if failed:
+        raise BuildFailed(f"could not lock {', '.join(failed)}")
 
 
 def _store_root(project: Path, store: Path | None) -> Path:
