@@ -183,3 +183,14 @@ def test_forced_plans_never_use_or_keep_it(project: Path) -> None:
     assert not from_snapshot
     assert actions(entries)["beta"] == "build"
     assert not snapshot_file(project).exists()  # a plan that builds leaves none behind
+
+
+def test_an_empty_cc_is_the_default_compiler(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warm(project)
+    monkeypatch.setenv("CC", "")
+    full, from_snapshot = plan(project)
+    assert not from_snapshot  # CC is checked: set-but-empty differs from unset
+    assert actions(full) == {"alpha": "reuse", "beta": "reuse"}
+    assert plan(project)[1]

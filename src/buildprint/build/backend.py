@@ -290,13 +290,17 @@ def _call(
     hook: str,
     source_dir: Path,
     env: BuildEnvironment,
+    config_settings: ConfigSettings | None,
     extra_env: Mapping[str, str] | None,
-    source_date_epoch: int,
-    log_path: Path | None,
-    timeout: float | None,
-    remap_source_path: bool,
-    kwargs: dict[str, Any],
+    *,
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
+    log_path: Path | None = None,
+    timeout: float | None = None,
+    remap_source_path: bool = False,
+    **kwargs: Any,
 ) -> Any:
+    """Run PEP 517 ``hook`` with ``kwargs`` (``config_settings`` added) in ``env``."""
+    kwargs["config_settings"] = _plain(config_settings)
     source_dir = Path(source_dir).absolute()
     if not source_dir.is_dir():
         raise InputError("source directory does not exist", file=source_dir)
@@ -368,12 +372,12 @@ def get_requires_for_build_wheel(
         "get_requires_for_build_wheel",
         source_dir,
         env,
+        config_settings,
         extra_env,
-        source_date_epoch,
-        log_path,
-        timeout,
-        remap_source_path,
-        {"config_settings": _plain(config_settings)},
+        source_date_epoch=source_date_epoch,
+        log_path=log_path,
+        timeout=timeout,
+        remap_source_path=remap_source_path,
     )
     return [str(item) for item in result]
 
@@ -395,16 +399,12 @@ def prepare_metadata_for_build_wheel(
         "prepare_metadata_for_build_wheel",
         source_dir,
         env,
+        config_settings,
         extra_env,
-        DEFAULT_SOURCE_DATE_EPOCH,
-        log_path,
-        timeout,
-        False,
-        {
-            "metadata_directory": str(metadata_directory),
-            "config_settings": _plain(config_settings),
-            "_allow_fallback": True,
-        },
+        log_path=log_path,
+        timeout=timeout,
+        metadata_directory=str(metadata_directory),
+        _allow_fallback=True,
     )
     return metadata_directory / str(name)
 
@@ -442,12 +442,13 @@ def build_wheel(
             "build_wheel",
             source_dir,
             env,
+            config_settings,
             extra_env,
-            source_date_epoch,
-            log_path,
-            timeout,
-            remap_source_path,
-            {"wheel_directory": str(staging), "config_settings": _plain(config_settings)},
+            source_date_epoch=source_date_epoch,
+            log_path=log_path,
+            timeout=timeout,
+            remap_source_path=remap_source_path,
+            wheel_directory=str(staging),
         )
         built = staging / str(name)
         if not built.is_file() or not built.name.endswith(".whl"):

@@ -38,7 +38,7 @@ from buildprint.build.wheelhouse import Wheelhouse
 from buildprint.errors import InputError
 from buildprint.inputs.host import HOST_VARIABLE
 from buildprint.inputs.patches import PatchFolders
-from buildprint.inputs.toolchain import interpreter_identity
+from buildprint.inputs.toolchain import compiler_command, interpreter_identity
 from buildprint.project.project import (
     PROJECT_FILE,
     Project,
@@ -143,6 +143,7 @@ class Engine:
             self.index,
             self.resolver,
             self.store_dir / "work",
+            self.store_dir / "logs",
             self.python,
             str(interpreter_identity(self.python)["python"]),
         )
@@ -153,9 +154,6 @@ class Engine:
 
     @cached_property
     def remote_cache(self) -> RemoteCache | None:
-        return self._remote_cache()
-
-    def _remote_cache(self) -> RemoteCache | None:
         configured = [(r.url, r.read, r.write) for r in self.project.settings.remote]
         configured += [(url, True, True) for url in self.options.remotes]
         if not configured:
@@ -316,14 +314,17 @@ class Engine:
         started = time.time_ns()
         decisions = self.plan()
         entries = [d.entry() for d in decisions]
-        checks = self._plan_checks(decisions) if key and _all_reused(decisions) else None
+        if key is None:
+            discard_snapshot(file)
+            return entries
+        checks = self._plan_checks(decisions) if _all_reused(decisions) else None
         why_not = _why_not_kept(checks, started) if checks else "not every package is reused"
-        if key is not None and checks is not None and why_not is None:
+        if checks is not None and why_not is None:
             save_snapshot(file, PlanSnapshot(key, entries, checks))
             self.snapshot_note += "; kept"
         else:
             discard_snapshot(file)
-            self.snapshot_note += f"; not kept: {why_not}" if key is not None else ""
+            self.snapshot_note += f"; not kept: {why_not}"
         return entries
 
     def _snapshot_key(self) -> str | None:
@@ -392,7 +393,7 @@ class Engine:
         for name in sorted(names):
             checks.note_env(name, environ)
         # The toolchain probes: the interpreter and compiler binaries.
-        for program in (self.python, environ.get("CC", "cc").split()[0] or "cc"):
+        for program in (self.python, *compiler_command()[:1]):
             found = shutil.which(program)
             if found is not None:
                 checks.note_file(os.path.realpath(found))
@@ -410,7 +411,7 @@ class Engine:
             self.preparer,
             self.store,
             self.wheelhouse,
-            self.store_dir / "logs",
+            self.preparer.logs,
             fetch=cache.fetch if cache else None,
             push=cache.push if cache and any(r.writable for r in cache.remotes) else None,
         )

@@ -153,16 +153,19 @@ def kill_guarded() -> int:
         running = list(_running)
     for process in running:
         if process.returncode is None:  # not reaped yet, so its group id is still its own
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            _killpg(process)
     return len(running)
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def _killpg(process: subprocess.Popen[bytes]) -> None:
     # The guard leads the group, so its pid names it; the group outlives a dead leader as
     # long as one member is left, and its id is not reused meanwhile.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    _killpg(process)
     process.wait()
 
 

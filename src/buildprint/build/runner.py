@@ -63,6 +63,7 @@ class Preparer:
     index: PackageIndex
     resolver: SourceResolver
     work_root: Path
+    logs: Path  # where lock and build logs are kept (a failure's message points there)
     python: str
     python_version: str
     built_names: set[str] = field(default_factory=set)
@@ -104,9 +105,8 @@ class Preparer:
             wheels = (
                 resolve(static, self.index, self.python_version, origin=origin) if static else []
             )
-            # Kept beside the build logs: a failure's message points at it.
-            log = self.work_root.parent / "logs" / f"{name}-{source.version}-lock.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
+            log = self.logs / f"{name}-{source.version}-lock.log"
+            self.logs.mkdir(parents=True, exist_ok=True)
             log.unlink(missing_ok=True)
             with BuildEnvironment(Path(tmp) / "env", interpreter=self.python) as env:
                 env.install(self.wheels(wheels))

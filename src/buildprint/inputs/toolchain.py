@@ -43,10 +43,15 @@ def interpreter_identity(python: str = sys.executable) -> dict[str, CanonicalVal
     return data
 
 
+def compiler_command(cc: str | None = None) -> list[str]:
+    """The C compiler builds get: ``cc``, else ``$CC``, else ``cc`` (split like a shell)."""
+    return shlex.split(cc or os.environ.get("CC") or "cc")
+
+
 @functools.cache
 def compiler_identity(cc: str | None = None) -> dict[str, CanonicalValue]:
     """``cc --version`` first line and ``-dumpmachine``; empty when there is no compiler."""
-    command = shlex.split(cc or os.environ.get("CC") or "cc")
+    command = compiler_command(cc)
     if not command or shutil.which(command[0]) is None:
         return {}
     try:

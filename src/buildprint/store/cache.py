@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildprint.errors import StoreError
-from buildprint.store.local import LocalStore, StagedRecord
+from buildprint.store.local import LocalStore, StagedRecord, record_of
 from buildprint.store.record import ActionRecord, Artifact
 from buildprint.store.remote import (
     Remote,
@@ -82,6 +82,11 @@ class RemoteCache:
 
     # -- problems ------------------------------------------------------------------------
 
+    def _pool(self, jobs: int | None, tasks: int) -> ThreadPoolExecutor:
+        """Threads for ``tasks`` concurrent remote calls: ``jobs`` (default the cache's),
+        never more than there are tasks."""
+        return ThreadPoolExecutor(max_workers=max(1, min(jobs or self.jobs, tasks)))
+
     def _report(self, message: str) -> None:
         with self._lock:
             if message not in self.problems:
@@ -136,8 +141,7 @@ class RemoteCache:
         wanted = list(dict.fromkeys(signatures))
         if not wanted:
             return {}
-        workers = max(1, min(jobs or self.jobs, len(wanted)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with self._pool(jobs, len(wanted)) as pool:
             found = list(pool.map(self.lookup, wanted))
         return {sig: rec for sig, rec in zip(wanted, found, strict=True) if rec is not None}
 
@@ -190,7 +194,7 @@ class RemoteCache:
             record, problem = self._check_record(remote, entry.signature, data)
             return RemoteListing(entry.signature, entry.size, entry.modified, record, problem)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(jobs or self.jobs, len(entries)))) as pool:
+        with self._pool(jobs, len(entries)) as pool:
             return list(pool.map(read, entries))
 
     def verify_remote(
@@ -237,9 +241,7 @@ class RemoteCache:
             return None
 
         if wanted:
-            with ThreadPoolExecutor(
-                max_workers=max(1, min(jobs or self.jobs, len(wanted)))
-            ) as pool:
+            with self._pool(jobs, len(wanted)) as pool:
                 problems += [p for p in pool.map(check, sorted(wanted)) if p is not None]
         return problems
 
@@ -318,7 +320,7 @@ class RemoteCache:
             except StoreError:
                 # One bad record must not cost the others: store them one by one to find it.
                 for item in batch:
-                    record = item.record if isinstance(item, StagedRecord) else item
+                    record = record_of(item)
                     try:
                         self.local.put_record(record)
                     except StoreError as exc:
@@ -326,17 +328,13 @@ class RemoteCache:
                         continue
                     stored.add(record.signature)
             else:
-                stored.update(
-                    (item.record if isinstance(item, StagedRecord) else item).signature
-                    for item in batch
-                )
+                stored.update(record_of(item).signature for item in batch)
 
         pending = len(records)
         for record in records:
             if outstanding[record.signature] == 0:
                 settled.put((record, record))
-        workers = max(1, min(jobs or self.jobs, len(artifacts) or 1))
-        pool = ThreadPoolExecutor(max_workers=workers)
+        pool = self._pool(jobs, len(artifacts))
         try:
             futures = [pool.submit(get, sha) for sha in artifacts]
             while pending:
@@ -399,7 +397,7 @@ class RemoteCache:
         todo = [item for sha, item in wanted.items() if not self.local.has_blob(sha)]
         if not todo:
             return []
-        with ThreadPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
+        with self._pool(jobs, len(todo)) as pool:
             results = list(pool.map(lambda item: self._fetch_blob(*item), todo))
         return [(a.sha256, err) for (a, _), err in zip(todo, results, strict=True) if err]
 
@@ -464,7 +462,7 @@ class RemoteCache:
                 continue
             try:
                 if paths:
-                    with ThreadPoolExecutor(max_workers=min(self.jobs, len(paths))) as pool:
+                    with self._pool(None, len(paths)) as pool:
                         # list() re-raises the first upload error before the record goes up.
                         list(pool.map(lambda item, r=remote: r.put_blob(*item), paths))
                 outcome[remote.url] = remote.put_record(record.signature, envelope)

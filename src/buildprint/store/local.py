@@ -24,7 +24,7 @@ from buildprint.errors import StoreError
 from buildprint.fsio import fsync_dir
 from buildprint.store.record import ActionRecord, is_digest
 
-__all__ = ["IndexEntry", "LocalStore", "StagedRecord"]
+__all__ = ["IndexEntry", "LocalStore", "StagedRecord", "record_of"]
 
 log = logging.getLogger("buildprint.store")
 
@@ -64,7 +64,8 @@ class StagedRecord:
         self.tmp.unlink(missing_ok=True)
 
 
-def _record_of(item: ActionRecord | StagedRecord) -> ActionRecord:
+def record_of(item: ActionRecord | StagedRecord) -> ActionRecord:
+    """The record itself, staged or not."""
     return item.record if isinstance(item, StagedRecord) else item
 
 
@@ -159,12 +160,11 @@ class LocalStore:
         ``adopt_blob``; the name carries host and pid, so ``gc`` removes it (and any
         ``.<name>.*.part`` beside it) only once its writer is gone.
         """
+        # The name carries host and pid so gc can tell a crashed writer from a live one.
         return self.tmp_dir / f"{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
 
     def _new_tmp(self) -> tuple[Path, IO[bytes]]:
-        # The name carries host and pid so gc can tell a crashed writer from a live one.
-        name = f"{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        path = self.tmp_dir / name
+        path = self.new_tmp_path()
         try:
             handle = open(path, "xb")  # noqa: SIM115 - closed by the callers
         except FileNotFoundError:
@@ -319,10 +319,10 @@ class LocalStore:
             # Last one wins for a signature given twice, as it would with separate calls.
             latest: dict[str, ActionRecord | StagedRecord] = {}
             for item in records:
-                latest[_record_of(item).signature] = item
+                latest[record_of(item).signature] = item
             folders: set[Path] = set()
             for item in latest.values():
-                folders.update(self._checked_blob_folders(_record_of(item)))
+                folders.update(self._checked_blob_folders(record_of(item)))
             # Blobs renamed in by adopt_blob must be durable before any record naming them
             # appears. put_blob flushes its folder itself, so only folders adopt_blob renamed
             # into since the last flush need it (each folder once, however many records).
