@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -56,7 +54,6 @@ def test_killed_build_leaves_no_record_and_is_built_next_time(
         env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the backend dies with it
     )
     try:
         deadline = time.monotonic() + 120
@@ -64,17 +61,18 @@ def test_killed_build_leaves_no_record_and_is_built_next_time(
             assert process.poll() is None, f"build ended early with {process.returncode}"
             assert time.monotonic() < deadline, "the slow build never started"
             time.sleep(0.1)
-        os.killpg(process.pid, signal.SIGKILL)
+        process.kill()  # buildprint alone: its build must die with it
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
             process.wait()
     assert process.returncode == -signal.SIGKILL
-    # The backend runs in a session of its own (so build timeouts can kill its whole group),
-    # so killing buildprint's group does not reach it: end it here, as an operator would.
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(int(marker.read_text()), signal.SIGKILL)
+    backend = int(marker.read_text())
+    deadline = time.monotonic() + 15
+    while _alive(backend):
+        assert time.monotonic() < deadline, f"backend {backend} outlived buildprint"
+        time.sleep(0.1)
 
     store = project / ".buildprint"
     with LocalStore(store) as local:
@@ -93,3 +91,12 @@ def test_killed_build_leaves_no_record_and_is_built_next_time(
     assert done["fast"]["action"] == "reused"
     with LocalStore(store) as local:
         assert local.verify() == []
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
