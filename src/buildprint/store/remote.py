@@ -127,7 +127,9 @@ def check_digest(value: str, what: str, url: str) -> str:
     return value
 
 
-def write_verified(chunks: Iterable[bytes], sha256: str, dest: Path, *, url: str) -> None:
+def write_verified(
+    chunks: Iterable[bytes | memoryview], sha256: str, dest: Path, *, url: str
+) -> None:
     """Stream ``chunks`` into a temp file beside ``dest``; rename only if the sha256 matches.
 
     A mismatch (or any error mid-stream) removes the temp file, so a reader never sees a
