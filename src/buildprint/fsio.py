@@ -3,11 +3,22 @@ the identity of a file's state."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["fsync_dir", "stat_key", "write_atomic"]
+__all__ = [
+    "can_sync_filesystem",
+    "fsync_dir",
+    "fsync_file",
+    "stat_key",
+    "sync_filesystem",
+    "write_atomic",
+]
 
 
 def stat_key(path: str | os.PathLike[str]) -> str | None:
@@ -30,6 +41,50 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     except OSError:
         pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush the bytes of the file at ``path`` (opened again by name)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+def can_sync_filesystem() -> bool:
+    """True where ``sync_filesystem`` works (Linux ``syncfs(2)``)."""
+    return _syncfs() is not None
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush every pending write of the filesystem holding ``path`` (file bytes, new names,
+    renames) with one ``syncfs(2)``: one call instead of an fsync per file and folder when many
+    were written. It also flushes unrelated writes pending on that filesystem, so it is meant
+    for batches. ``OSError`` if it fails; only call it where ``can_sync_filesystem()``."""
+    function = _syncfs()
+    if function is None:
+        raise OSError(f"syncfs is not available on {sys.platform}")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if function(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"syncfs: {os.strerror(errno)}", str(path))
     finally:
         os.close(fd)
 

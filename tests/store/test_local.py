@@ -12,10 +12,12 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from buildprint import fsio
 from buildprint.errors import StoreError
 from buildprint.signature.canonical import digest_bytes
 from buildprint.store.local import LocalStore
@@ -412,48 +414,66 @@ def _downloaded(store: LocalStore, data: bytes) -> tuple[str, Path]:
     return hashlib.sha256(data).hexdigest(), path
 
 
-def test_adopt_blob_renames_into_the_cas_without_copying(tmp_path: Path) -> None:
+def _fetched(
+    store: LocalStore, i: int, data: bytes | None = None
+) -> tuple[ActionRecord, dict[str, Path]]:
+    """A record and its verified download waiting in the store's temp folder."""
+    data = b"fetched wheel %d" % i * 100 if data is None else data
+    digest, path = _downloaded(store, data)
+    art = Artifact(f"p{i}-1-py3-none-any.whl", digest, len(data), digest)
+    return ActionRecord(_sig(f"fetched {i}"), f"p{i}", "1", {}, (art,)), {digest: path}
+
+
+def test_put_records_adopts_downloads_without_copying(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    digest, path = _downloaded(store, b"fetched wheel" * 1000)
+    record, blobs = _fetched(store, 1, b"fetched wheel" * 1000)
+    [(digest, path)] = blobs.items()
     inode = path.stat().st_ino
-    store.adopt_blob(digest, path, size=13_000)
+    store.put_records([record], blobs=blobs)
     stored = store.blob_path(digest)
     assert stored is not None and stored.read_bytes() == b"fetched wheel" * 1000
     assert stored.stat().st_ino == inode  # renamed, not copied
     assert not path.exists()
     assert stored.stat().st_mode & 0o222 == 0
-    # Adopting the same blob again keeps one copy and leaves no temp file behind.
-    digest2, path2 = _downloaded(store, b"fetched wheel" * 1000)
-    store.adopt_blob(digest2, path2)
-    assert not path2.exists()
+    assert store.get_record(record.signature) == record
+    # The same blob fetched again for another record: one copy, no temp file left.
+    again, blobs2 = _fetched(store, 2, b"fetched wheel" * 1000)
+    store.put_records([again], blobs=blobs2)
+    assert not next(iter(blobs2.values())).exists()
+    assert store.get_record(again.signature) == again
     assert store.verify() == []
 
 
-def test_adopt_blob_refuses_a_wrong_size_and_files_outside_tmp(tmp_path: Path) -> None:
+def test_put_records_refuses_a_wrong_size_and_downloads_outside_tmp(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    digest, path = _downloaded(store, b"short")
-    with pytest.raises(StoreError, match="5 bytes, expected 6"):
-        store.adopt_blob(digest, path, size=6)
-    assert not store.has_blob(digest) and path.exists()
+    record, blobs = _fetched(store, 1, b"short")
+    [(digest, path)] = blobs.items()
+    wrong = ActionRecord(
+        record.signature, "p1", "1", {}, (Artifact("p1-1-py3-none-any.whl", digest, 6, digest),)
+    )
+    with pytest.raises(StoreError, match="has 5 bytes, record says 6"):
+        store.put_records([wrong], blobs=blobs)
+    # Nothing stored; the download is still the caller's.
+    assert not store.has_blob(digest) and not store.has_record(record.signature)
+    assert path.exists()
     outside = tmp_path / "elsewhere"
     outside.write_bytes(b"short")
     with pytest.raises(StoreError, match="temp folder"):
-        store.adopt_blob(digest, outside)
-    assert not store.has_blob(digest)
+        store.put_records([record], blobs={digest: outside})
+    assert not store.has_blob(digest) and not store.has_record(record.signature)
 
 
 def test_put_records_stores_a_batch_in_one_go(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     records = []
+    blobs: dict[str, Path] = {}
     for i in range(50):
-        data = b"wheel %d" % i
-        digest, path = _downloaded(store, data)
-        store.adopt_blob(digest, path)
-        art = Artifact(f"p{i}-1-py3-none-any.whl", digest, len(data), digest)
-        records.append(ActionRecord(_sig(f"batch {i}"), f"p{i}", "1", {}, (art,)))
+        record, download = _fetched(store, i)
+        records.append(record)
+        blobs |= download
     # Half staged by "other threads", half plain.
     items = [store.stage_record(r) if i % 2 else r for i, r in enumerate(records)]
-    store.put_records(items)
+    store.put_records(items, blobs=blobs)
     assert store.get_records(r.signature for r in records) == {r.signature: r for r in records}
     assert [r.signature for r in store.find("p7")] == [records[7].signature]
     assert store.verify() == []  # no temp file left
@@ -463,6 +483,53 @@ def test_put_records_stores_a_batch_in_one_go(tmp_path: Path) -> None:
     assert [r.signature for r in LocalStore(tmp_path / "store").find("p31")] == [
         records[31].signature
     ]
+
+
+@pytest.mark.parametrize("in_batches", [True, False], ids=["syncfs", "file by file"])
+def test_put_records_flushes_downloads_and_records_before_naming_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_batches: bool
+) -> None:
+    import buildprint.store.local as local_module
+
+    assert fsio.can_sync_filesystem() == sys.platform.startswith("linux")
+    store = LocalStore(tmp_path / "store", flush_in_batches=in_batches)
+    flushes: list[tuple[str, Path, list[Path]]] = []  # what, which, names in cas/ and ac/
+
+    def spy(what: str, real: Callable[[Path], None]) -> Callable[[Path], None]:
+        def flush(path: Path) -> None:
+            names = sorted(p for p in (*store.cas_dir.rglob("*"), *store.ac_dir.iterdir()))
+            flushes.append((what, Path(path), [p for p in names if p.is_file()]))
+            real(path)
+
+        return flush
+
+    for what in ("sync_filesystem", "fsync_file", "fsync_dir"):
+        monkeypatch.setattr(local_module, what, spy(what, getattr(fsio, what)))
+    records = []
+    blobs: dict[str, Path] = {}
+    for i in range(12):
+        record, download = _fetched(store, i)
+        records.append(store.stage_record(record))
+        blobs |= download
+    assert flushes == []  # staging flushes (if at all) with os.fsync on the open file
+    assert all(item.flushed is not in_batches for item in records)
+    store.put_records(records, blobs=blobs)
+    assert len(store.get_records(item.record.signature for item in records)) == 12
+    *before, last = flushes
+    # Every flush of bytes comes before any name appears; the entries' folder after them all.
+    assert all(names == [] for _, _, names in before)
+    assert last[:2] == ("fsync_dir", store.ac_dir) and len(last[2]) == 24
+    if in_batches:
+        assert [(what, path) for what, path, _ in before] == [("sync_filesystem", store.root)]
+    else:  # the records were flushed when staged; the downloads one by one
+        assert sorted(path for _, path, _ in before) == sorted(blobs.values())
+        assert {what for what, _, _ in before} == {"fsync_file"}
+    # A lone record later costs one fsync (its own bytes, if not flushed yet), not a syncfs.
+    flushes.clear()
+    store.put_records([records[0].record])
+    assert [what for what, _, _ in flushes] == (
+        ["fsync_file", "fsync_dir"] if in_batches else ["fsync_dir"]
+    )
 
 
 def test_put_records_writes_nothing_when_one_record_lacks_a_blob(tmp_path: Path) -> None:
@@ -494,17 +561,18 @@ def test_kill_during_batched_fetch_writes_never_leaves_an_invalid_record(tmp_pat
             i = 0
             while True:
                 batch = []
+                blobs = {{}}
                 for j in range(8):
                     data = b"wheel %d %d %d" % ({round_}, i, j) * 5000
                     path = store.new_tmp_path()
                     path.write_bytes(data)
                     digest = hashlib.sha256(data).hexdigest()
-                    store.adopt_blob(digest, path, size=len(data))
+                    blobs[digest] = path
                     sig = digest_bytes(b"%d %d %d" % ({round_}, i, j))
                     art = Artifact("p-1-py3-none-any.whl", digest, len(data), digest)
                     record = ActionRecord(sig, "p", "1", {{}}, (art,))
                     batch.append(store.stage_record(record) if j % 2 else record)
-                store.put_records(batch)
+                store.put_records(batch, blobs=blobs)
                 i += 1
             """
         )

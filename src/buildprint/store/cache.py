@@ -253,10 +253,20 @@ class RemoteCache:
         Raises ``RemoteError`` if some blob could not be obtained from any remote; the local
         store then has no record for it.
         """
-        missing = self._fetch_blobs(record.artifacts, self._sources(record.signature))
-        if missing:
-            raise missing[0]
-        self.local.put_record(record)
+        sources = self._sources(record.signature)
+        wanted = {a.sha256: a for a in record.artifacts if not self.local.has_blob(a.sha256)}
+        downloads: dict[str, Path] = {}
+        try:
+            with self._pool(None, len(wanted) or 1) as pool:
+                results = list(pool.map(lambda a: self._download(a, sources), wanted.values()))
+            for sha, (path, error) in zip(wanted, results, strict=True):
+                if path is not None:
+                    downloads[sha] = path
+                elif error is not None:
+                    raise error
+            self.local.put_records([record], blobs=downloads)
+        finally:
+            _remove(downloads.values())
 
     def fetch_many(
         self, records: Iterable[ActionRecord], jobs: int | None = None
@@ -264,11 +274,11 @@ class RemoteCache:
         """Fetch several records concurrently; return those now complete locally, in order.
 
         Blobs are downloaded on ``jobs`` threads straight into the local store's temp folder,
-        verified while streaming (digest and size) and renamed into the CAS; the thread that
-        completes a record's last blob also stages the record file. This thread meanwhile
-        commits whatever is staged, in batches (``LocalStore.put_records``: one index
-        transaction and one folder flush per batch). A record whose blobs failed is left out
-        (and reported); the others are stored.
+        verified while streaming (digest and size); the thread that completes a record's last
+        blob also stages the record file. This thread meanwhile commits whatever is ready, in
+        batches (``LocalStore.put_records``: one flush, the renames into the CAS and ``ac/``,
+        one index transaction). A record whose blobs failed is left out (and reported); the
+        others are stored.
         """
         records = list({r.signature: r for r in records}.values())
         users: dict[str, list[ActionRecord]] = {}
@@ -282,6 +292,8 @@ class RemoteCache:
                 artifacts.setdefault(sha, (artifact, self._sources(record.signature)))
         failed: set[str] = set()
         stored: set[str] = set()
+        #: Verified downloads not in the CAS yet (the batch that first needs one adopts it).
+        downloads: dict[str, Path] = {}
         lock = threading.Lock()
         # Each record arrives here exactly once: with what to store, or None if it failed.
         settled: queue.SimpleQueue[tuple[ActionRecord, ActionRecord | StagedRecord | None]]
@@ -295,15 +307,18 @@ class RemoteCache:
 
         def get(sha: str) -> None:
             artifact, sources = artifacts[sha]
+            path: Path | None = None
             error: RemoteError | None = None
             try:
                 if not self.local.has_blob(sha):
-                    error = self._fetch_blob(artifact, sources)
+                    path, error = self._download(artifact, sources)
             except (StoreError, OSError) as exc:  # local disk trouble: its records cannot be had
                 error = RemoteError(f"blob {sha} not stored locally: {exc}", url="")
                 self._report(str(error))
             ready: list[ActionRecord] = []
             with lock:
+                if path is not None:
+                    downloads[sha] = path
                 for record in users[sha]:
                     if error is not None and record.signature not in failed:
                         failed.add(record.signature)
@@ -314,16 +329,29 @@ class RemoteCache:
             for record in ready:
                 stage(record)
 
+        def take_downloads(items: Iterable[ActionRecord | StagedRecord]) -> dict[str, Path]:
+            with lock:
+                needed = {a.sha256 for item in items for a in record_of(item).artifacts}
+                return {sha: downloads.pop(sha) for sha in needed if sha in downloads}
+
+        def give_back(blobs: dict[str, Path]) -> None:
+            with lock:
+                downloads.update(blobs)
+
         def write(batch: list[ActionRecord | StagedRecord]) -> None:
+            blobs = take_downloads(batch)
             try:
-                self.local.put_records(batch)
-            except StoreError:
+                self.local.put_records(batch, blobs=blobs)
+            except (StoreError, OSError):
+                give_back(blobs)
                 # One bad record must not cost the others: store them one by one to find it.
                 for item in batch:
                     record = record_of(item)
+                    mine = take_downloads([record])
                     try:
-                        self.local.put_record(record)
-                    except StoreError as exc:
+                        self.local.put_records([record], blobs=mine)
+                    except (StoreError, OSError) as exc:
+                        give_back(mine)
                         self._report(f"record {record.signature} not stored locally: {exc}")
                         continue
                     stored.add(record.signature)
@@ -362,7 +390,8 @@ class RemoteCache:
                 future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            # Staged records never committed (an error above) must not linger in tmp/.
+            # Staged records never committed (an error above) must not linger in tmp/, nor
+            # downloads no record took (their records failed).
             while True:
                 try:
                     leftover = settled.get_nowait()[1]
@@ -370,6 +399,7 @@ class RemoteCache:
                     break
                 if isinstance(leftover, StagedRecord):
                     leftover.discard()
+            _remove(downloads.values())
         for record in records:
             if record.signature in failed:
                 self._report(
@@ -385,27 +415,14 @@ class RemoteCache:
         rest = [r for r in self.remotes if r is not origin]
         return ([origin] if origin is not None else []) + rest
 
-    def _fetch_blobs(
-        self, artifacts: Sequence[Artifact], sources: list[Remote]
-    ) -> list[RemoteError]:
-        wanted = {a.sha256: (a, sources) for a in artifacts}
-        return [err for _sha, err in self._fetch_blobs_by_digest(wanted, self.jobs)]
+    def _download(
+        self, artifact: Artifact, sources: list[Remote]
+    ) -> tuple[Path | None, RemoteError | None]:
+        """Download one blob from the first remote that has it intact, into the local store's
+        temp folder: (its path, None), or (None, the last error).
 
-    def _fetch_blobs_by_digest(
-        self, wanted: dict[str, tuple[Artifact, list[Remote]]], jobs: int
-    ) -> list[tuple[str, RemoteError]]:
-        todo = [item for sha, item in wanted.items() if not self.local.has_blob(sha)]
-        if not todo:
-            return []
-        with self._pool(jobs, len(todo)) as pool:
-            results = list(pool.map(lambda item: self._fetch_blob(*item), todo))
-        return [(a.sha256, err) for (a, _), err in zip(todo, results, strict=True) if err]
-
-    def _fetch_blob(self, artifact: Artifact, sources: list[Remote]) -> RemoteError | None:
-        """Get one blob from the first remote that has it intact; None on success.
-
-        The download lands in the local store's temp folder, already checked against the
-        digest by ``Remote.get_blob``; after the size check it is renamed into the CAS.
+        ``Remote.get_blob`` checks the digest while streaming; the size is checked here (the
+        hash matched, so a wrong size means the record is wrong: never stored).
         """
         last: RemoteError = RemoteError(
             f"no usable remote has blob {artifact.sha256} ({artifact.filename})", url=""
@@ -414,26 +431,21 @@ class RemoteCache:
             if not self._usable(remote):
                 continue
             tmp = self.local.new_tmp_path()
-            adopted = False
             try:
                 remote.get_blob(artifact.sha256, tmp)
-                try:
-                    self.local.adopt_blob(artifact.sha256, tmp, size=artifact.size)
-                except StoreError as exc:
-                    # The hash matched, so a wrong size means the record is wrong: never store.
+                size = tmp.stat().st_size
+                if size != artifact.size:
                     raise RemoteError(
-                        f"remote {remote.url}: {exc.message}", url=remote.url
-                    ) from None
-                adopted = True
-                return None
+                        f"remote {remote.url}: blob {artifact.sha256} has {size} bytes, "
+                        f"expected {artifact.size}",
+                        url=remote.url,
+                    )
+                return tmp, None
             except RemoteError as exc:
+                _remove([tmp])
                 self._failed(remote, exc)
                 last = exc
-            finally:
-                if not adopted:
-                    with contextlib.suppress(FileNotFoundError):
-                        tmp.unlink()
-        return last
+        return None, last
 
     # -- push ------------------------------------------------------------------------
 
@@ -469,3 +481,9 @@ class RemoteCache:
             except RemoteError as exc:
                 self._failed(remote, exc)
         return outcome
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import IO, TypeVar
 from packaging.utils import canonicalize_name
 
 from buildprint.errors import StoreError
-from buildprint.fsio import fsync_dir
+from buildprint.fsio import can_sync_filesystem, fsync_dir, fsync_file, sync_filesystem
 from buildprint.store.record import ActionRecord, is_digest
 
 __all__ = ["IndexEntry", "LocalStore", "StagedRecord", "record_of"]
@@ -36,6 +37,11 @@ _INDEX_SCHEMA = 1
 #: long they are taken to be abandoned.
 _STALE_TMP_SECONDS = 24 * 3600
 _HOST = socket.gethostname().replace(".", "_") or "host"
+#: Temp names: host, pid, this process's random token and a counter (no syscall per name).
+_TMP_TOKEN = uuid.uuid4().hex[:12]
+_tmp_counter = itertools.count()
+#: From this many files to flush at once, one syncfs(2) beats an fsync each.
+_SYNCFS_FROM = 4
 
 
 @dataclass(frozen=True)
@@ -51,13 +57,15 @@ class IndexEntry:
 
 @dataclass(frozen=True)
 class StagedRecord:
-    """A record written and flushed to a temp file by ``LocalStore.stage_record``, not yet
-    visible: ``put_records`` renames it into ``ac/``. ``inode`` tells the index, later, whether
-    the entry on disk is still this file."""
+    """A record written to a temp file by ``LocalStore.stage_record``, not yet visible:
+    ``put_records`` renames it into ``ac/``. ``inode`` tells the index, later, whether the entry
+    on disk is still this file; ``flushed`` whether its bytes were flushed already (otherwise
+    ``put_records`` flushes them before the rename)."""
 
     record: ActionRecord
     tmp: Path
     inode: int
+    flushed: bool
 
     def discard(self) -> None:
         """Remove the temp file (for a staged record that will not be stored)."""
@@ -97,7 +105,7 @@ class LocalStore:
     queries by name.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, flush_in_batches: bool | None = None) -> None:
         self.root = Path(root)
         self.cas_dir = self.root / "cas"
         self.ac_dir = self.root / "ac"
@@ -112,8 +120,18 @@ class LocalStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._reconciled = False
-        #: CAS folders that adopt_blob renamed into and no put_records has flushed yet.
-        self._unflushed: set[Path] = set()
+        #: Flush in batches: one syncfs(2) for the whole store (Linux, one filesystem); by
+        #: default wherever that works.
+        if flush_in_batches is None:
+            flush_in_batches = can_sync_filesystem() and self._on_one_filesystem()
+        self._flush_in_batches = flush_in_batches
+
+    def _on_one_filesystem(self) -> bool:
+        folders = (self.cas_dir, self.ac_dir, self.tmp_dir)
+        try:
+            return len({os.stat(folder).st_dev for folder in folders}) == 1
+        except OSError:
+            return False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -157,11 +175,11 @@ class LocalStore:
         """A fresh, unused name in the store's own temp folder (same filesystem as the CAS).
 
         Nothing is created. Download a blob there (``Remote.get_blob``) and hand it to
-        ``adopt_blob``; the name carries host and pid, so ``gc`` removes it (and any
-        ``.<name>.*.part`` beside it) only once its writer is gone.
+        ``put_records(..., blobs=)``; the name carries host and pid, so ``gc`` removes it (and
+        any ``.<name>.*.part`` beside it) only once its writer is gone.
         """
         # The name carries host and pid so gc can tell a crashed writer from a live one.
-        return self.tmp_dir / f"{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        return self.tmp_dir / f"{_HOST}.{os.getpid()}.{_TMP_TOKEN}{next(_tmp_counter)}.tmp"
 
     def _new_tmp(self) -> tuple[Path, IO[bytes]]:
         path = self.new_tmp_path()
@@ -226,47 +244,6 @@ class LocalStore:
         """True if the blob is present (a stat; content is checked by ``verify``)."""
         return self._blob_file(digest).is_file()
 
-    def adopt_blob(self, digest: str, path: Path, *, size: int | None = None) -> None:
-        """Move an already verified file from the store's temp folder into the CAS (a rename).
-
-        ``path`` must be in ``tmp_dir`` (see ``new_tmp_path``) and the caller must already
-        have checked that its bytes hash to ``digest`` (``Remote.get_blob`` does, while
-        downloading): this is what lets a fetch skip a second copy and hash. ``size``, when
-        given, is checked against the file (``StoreError`` on a mismatch; the file is left for
-        the caller). The bytes are flushed before the rename; the CAS folder is flushed by the
-        ``put_record(s)`` that refers to the blob, before the record appears. A blob already
-        stored is replaced by these identical bytes, which also renews its age for ``gc``.
-        """
-        dest = self._blob_file(digest)
-        if path.parent != self.tmp_dir and path.parent.resolve() != self.tmp_dir.resolve():
-            raise StoreError(
-                f"cannot adopt {path}: only files in the store's temp folder can be adopted",
-                file=self.root,
-            )
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise StoreError(f"cannot adopt blob: {exc.strerror}", file=path) from None
-        try:
-            if size is not None:
-                found = os.fstat(fd).st_size
-                if found != size:
-                    raise StoreError(f"blob {digest} has {found} bytes, expected {size}", file=path)
-            # Durable content before the name: a crash must not leave a named, empty blob.
-            os.fsync(fd)
-            os.fchmod(fd, 0o444)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(path, dest)
-        except FileNotFoundError:
-            if not path.exists():
-                raise StoreError("cannot adopt blob: it vanished", file=path) from None
-            dest.parent.mkdir(exist_ok=True)
-            os.replace(path, dest)
-        with self._lock:
-            self._unflushed.add(dest.parent)
-
     # -- records ---------------------------------------------------------------------
 
     def has_record(self, signature: str) -> bool:
@@ -283,35 +260,57 @@ class LocalStore:
         self.put_records([record])
 
     def stage_record(self, record: ActionRecord) -> StagedRecord:
-        """Write ``record`` to a flushed temp file in the store; nothing is visible yet.
+        """Write ``record`` to a temp file in the store; nothing is visible yet.
 
-        The slow part of storing a record (create, write, fsync) without the checks and the
-        rename: threads can stage records in parallel and one ``put_records`` call then makes
-        them all appear at once. Blobs are not checked here; ``put_records`` checks them.
+        The slow part of storing a record (create, write, and fsync unless the store flushes
+        in batches) without the checks and the rename: threads can stage records in parallel
+        and one ``put_records`` call then makes them all appear at once. Blobs are not checked
+        here; ``put_records`` checks them.
         """
         tmp, handle = self._new_tmp()
         try:
             with handle:
                 handle.write(record.to_bytes())
                 handle.flush()
-                os.fsync(handle.fileno())
+                if not self._flush_in_batches:
+                    os.fsync(handle.fileno())
                 inode = os.fstat(handle.fileno()).st_ino
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return StagedRecord(record, tmp, inode)
+        return StagedRecord(record, tmp, inode, flushed=not self._flush_in_batches)
 
-    def put_records(self, records: Sequence[ActionRecord | StagedRecord]) -> None:
+    def put_records(
+        self,
+        records: Sequence[ActionRecord | StagedRecord],
+        *,
+        blobs: Mapping[str, Path] | None = None,
+    ) -> None:
         """Store several records at once: one index transaction, one ``ac/`` folder flush.
 
-        ``records`` may mix plain records and ones already staged (``stage_record``). Every
-        record is checked first (all its blobs present with their recorded sizes); if any
-        fails, ``StoreError`` names it, nothing is written and staged temp files are removed.
-        Then the CAS folders of all their blobs are flushed, and only then is each flushed
-        record file renamed into ``ac/``: an entry never exists before its blobs are durable,
-        and a process killed at any instant leaves each entry either absent or complete. A
-        record for a signature already stored replaces it (last writer wins).
+        ``records`` may mix plain records and ones already staged (``stage_record``).
+        ``blobs`` maps digests to downloads waiting in the store's temp folder (named by
+        ``new_tmp_path``) that the caller has checked hash to their digest, as
+        ``Remote.get_blob`` does while downloading: they join the CAS with this call, without
+        a second copy or hash. Every record is checked first (all its blobs stored or given,
+        with their recorded sizes); if any fails, ``StoreError`` names it and nothing is
+        written (staged records are removed; ``blobs`` stay the caller's).
+
+        Then the given blobs and the staged records are flushed (one ``syncfs`` for them all
+        on Linux, else an fsync each), and only then renamed into ``cas/`` and ``ac/``: no
+        name, blob or record, ever points at bytes that a crash could lose, and a process
+        killed at any instant leaves each entry absent or complete. (A record whose blob name
+        a crash lost is read as absent: reads check that every blob is there with its size.)
+        A record for a signature already stored replaces it (last writer wins).
         """
+        given = dict(blobs or {})
+        for digest, path in given.items():
+            self._blob_file(digest)  # a digest, or StoreError
+            if path.parent != self.tmp_dir and path.parent.resolve() != self.tmp_dir.resolve():
+                raise StoreError(
+                    f"cannot store {path}: only files in the store's temp folder can be adopted",
+                    file=self.root,
+                )
         # Every temp file this call is handed or makes; removed at the end whatever happens
         # (after a rename there is nothing left to remove).
         temps = [item for item in records if isinstance(item, StagedRecord)]
@@ -320,28 +319,17 @@ class LocalStore:
             latest: dict[str, ActionRecord | StagedRecord] = {}
             for item in records:
                 latest[record_of(item).signature] = item
-            folders: set[Path] = set()
             for item in latest.values():
-                folders.update(self._checked_blob_folders(record_of(item)))
-            # Blobs renamed in by adopt_blob must be durable before any record naming them
-            # appears. put_blob flushes its folder itself, so only folders adopt_blob renamed
-            # into since the last flush need it (each folder once, however many records).
-            with self._lock:
-                dirty = sorted(folders & self._unflushed)
-                self._unflushed.difference_update(dirty)
-            try:
-                for folder in dirty:
-                    fsync_dir(folder)
-            except BaseException:
-                with self._lock:
-                    self._unflushed.update(dirty)
-                raise
+                self._check_blobs(record_of(item), given)
             staged: list[StagedRecord] = []
             for item in latest.values():
                 if not isinstance(item, StagedRecord):
                     item = self.stage_record(item)
                     temps.append(item)
                 staged.append(item)
+            self._flush([*given.values(), *(item.tmp for item in staged if not item.flushed)])
+            for digest, path in given.items():
+                self._adopt(digest, path)
             for item in staged:
                 os.replace(item.tmp, self._record_file(item.record.signature))
             fsync_dir(self.ac_dir)
@@ -353,11 +341,30 @@ class LocalStore:
             known={item.record.signature: (item.inode, item.record) for item in staged},
         )
 
-    def _checked_blob_folders(self, record: ActionRecord) -> set[Path]:
-        """CAS folders of the record's blobs; ``StoreError`` if one is absent or the wrong size."""
-        folders: set[Path] = set()
+    def _flush(self, files: Sequence[Path]) -> None:
+        """Make the bytes of ``files`` durable: one ``syncfs`` for many where the store flushes
+        in batches, else an fsync each."""
+        if self._flush_in_batches and len(files) >= _SYNCFS_FROM:
+            sync_filesystem(self.root)
+            return
+        for path in files:
+            fsync_file(path)
+
+    def _adopt(self, digest: str, path: Path) -> None:
+        """Rename a flushed, verified download into the CAS (read-only). A blob already stored
+        is replaced by these identical bytes, which also renews its age for ``gc``."""
+        dest = self._blob_file(digest)
+        os.chmod(path, 0o444)
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(path, dest)
+
+    def _check_blobs(self, record: ActionRecord, given: Mapping[str, Path]) -> None:
+        """``StoreError`` unless each of the record's blobs is stored or given, with its size."""
         for artifact in record.artifacts:
-            blob = self._blob_file(artifact.sha256)
+            blob = given.get(artifact.sha256) or self._blob_file(artifact.sha256)
             try:
                 size = blob.stat().st_size
             except FileNotFoundError:
@@ -372,8 +379,6 @@ class LocalStore:
                     f"record says {artifact.size}",
                     file=self.root,
                 )
-            folders.add(blob.parent)
-        return folders
 
     def _load_record(self, signature: str) -> tuple[ActionRecord | None, str | None]:
         """Read and check one record: (record, None), (None, problem) or (None, None) if absent."""

@@ -154,9 +154,10 @@ def write_verified(
                 url=url,
             )
         os.replace(tmp, dest)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
 
 
 def open_remote(url: str, *, writable: bool) -> Remote:
