@@ -408,10 +408,12 @@ def test_non_digest_keys_are_refused(tmp_path: Path) -> None:
 
 
 def _downloaded(store: LocalStore, data: bytes) -> tuple[str, Path]:
-    """A verified download waiting in the store's temp folder, as ``Remote.get_blob`` leaves it."""
-    path = store.new_tmp_path()
+    """A verified download waiting beside its CAS place, as ``Remote.get_blob`` leaves it."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = store.new_tmp_path(digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest(), path
+    return digest, path
 
 
 def _fetched(
@@ -458,7 +460,7 @@ def test_put_records_refuses_a_wrong_size_and_downloads_outside_tmp(tmp_path: Pa
     assert path.exists()
     outside = tmp_path / "elsewhere"
     outside.write_bytes(b"short")
-    with pytest.raises(StoreError, match="temp folder"):
+    with pytest.raises(StoreError, match="only temp files of the store"):
         store.put_records([record], blobs={digest: outside})
     assert not store.has_blob(digest) and not store.has_record(record.signature)
 
@@ -564,9 +566,10 @@ def test_kill_during_batched_fetch_writes_never_leaves_an_invalid_record(tmp_pat
                 blobs = {{}}
                 for j in range(8):
                     data = b"wheel %d %d %d" % ({round_}, i, j) * 5000
-                    path = store.new_tmp_path()
-                    path.write_bytes(data)
                     digest = hashlib.sha256(data).hexdigest()
+                    path = store.new_tmp_path(digest)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
                     blobs[digest] = path
                     sig = digest_bytes(b"%d %d %d" % ({round_}, i, j))
                     art = Artifact("p-1-py3-none-any.whl", digest, len(data), digest)

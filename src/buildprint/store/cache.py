@@ -430,7 +430,7 @@ class RemoteCache:
         for remote in sources:
             if not self._usable(remote):
                 continue
-            tmp = self.local.new_tmp_path()
+            tmp = self.local.new_tmp_path(artifact.sha256)
             try:
                 remote.get_blob(artifact.sha256, tmp)
                 size = tmp.stat().st_size

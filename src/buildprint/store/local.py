@@ -171,15 +171,15 @@ class LocalStore:
         """The file holding ``signature``'s record (whose state a plan snapshot re-checks)."""
         return self._record_file(signature)
 
-    def new_tmp_path(self) -> Path:
-        """A fresh, unused name in the store's own temp folder (same filesystem as the CAS).
-
-        Nothing is created. Download a blob there (``Remote.get_blob``) and hand it to
-        ``put_records(..., blobs=)``; the name carries host and pid, so ``gc`` removes it (and
-        any ``.<name>.*.part`` beside it) only once its writer is gone.
+    def new_tmp_path(self, digest: str | None = None) -> Path:
+        """A fresh, unused temp name in the store (same filesystem as the CAS); nothing is
+        created. With ``digest``, the name is in the CAS folder that blob belongs in, so that
+        storing it is a rename within one folder: download a blob there (``Remote.get_blob``)
+        and hand it to ``put_records(..., blobs=)``. The name carries host and pid, so ``gc``
+        removes it (and any ``.<name>.*.part`` beside it) only once its writer is gone.
         """
-        # The name carries host and pid so gc can tell a crashed writer from a live one.
-        return self.tmp_dir / f"{_HOST}.{os.getpid()}.{_TMP_TOKEN}{next(_tmp_counter)}.tmp"
+        folder = self.tmp_dir if digest is None else self._blob_file(digest).parent
+        return folder / f"{_HOST}.{os.getpid()}.{_TMP_TOKEN}{next(_tmp_counter)}.tmp"
 
     def _new_tmp(self) -> tuple[Path, IO[bytes]]:
         path = self.new_tmp_path()
@@ -289,8 +289,8 @@ class LocalStore:
         """Store several records at once: one index transaction, one ``ac/`` folder flush.
 
         ``records`` may mix plain records and ones already staged (``stage_record``).
-        ``blobs`` maps digests to downloads waiting in the store's temp folder (named by
-        ``new_tmp_path``) that the caller has checked hash to their digest, as
+        ``blobs`` maps digests to downloads waiting in the store (named by
+        ``new_tmp_path(digest)``) that the caller has checked hash to their digest, as
         ``Remote.get_blob`` does while downloading: they join the CAS with this call, without
         a second copy or hash. Every record is checked first (all its blobs stored or given,
         with their recorded sizes); if any fails, ``StoreError`` names it and nothing is
@@ -305,10 +305,13 @@ class LocalStore:
         """
         given = dict(blobs or {})
         for digest, path in given.items():
-            self._blob_file(digest)  # a digest, or StoreError
-            if path.parent != self.tmp_dir and path.parent.resolve() != self.tmp_dir.resolve():
+            folder = self._blob_file(digest).parent  # a digest, or StoreError
+            if path.parent not in (folder, self.tmp_dir) and path.parent.resolve() not in (
+                folder.resolve(),
+                self.tmp_dir.resolve(),
+            ):
                 raise StoreError(
-                    f"cannot store {path}: only files in the store's temp folder can be adopted",
+                    f"cannot store {path}: only temp files of the store can be adopted",
                     file=self.root,
                 )
         # Every temp file this call is handed or makes; removed at the end whatever happens
@@ -495,8 +498,19 @@ class LocalStore:
     # -- maintenance -----------------------------------------------------------------
 
     def _tmp_files(self) -> list[Path]:
+        """Temp files: everything in ``tmp/``, and downloads in CAS folders (non-digest names)."""
+        found: list[Path] = []
+        with contextlib.suppress(FileNotFoundError):
+            found.extend(p for p in self.tmp_dir.iterdir() if p.is_file())
+        for shard in self._shards():
+            with os.scandir(shard) as entries:
+                found.extend(Path(e.path) for e in entries if not is_digest(e.name))
+        return sorted(found)
+
+    def _shards(self) -> list[str]:
         try:
-            return sorted(p for p in self.tmp_dir.iterdir() if p.is_file())
+            with os.scandir(self.cas_dir) as entries:
+                return sorted(e.path for e in entries if e.is_dir())
         except FileNotFoundError:
             return []
 
@@ -517,14 +531,8 @@ class LocalStore:
 
     def _blob_digests(self) -> list[str]:
         out: list[str] = []
-        try:
-            shards = sorted(os.scandir(self.cas_dir), key=lambda e: e.name)
-        except FileNotFoundError:
-            return out
-        for shard in shards:
-            if not shard.is_dir():
-                continue
-            with os.scandir(shard.path) as entries:
+        for shard in self._shards():
+            with os.scandir(shard) as entries:
                 out.extend(e.name for e in entries if is_digest(e.name))
         out.sort()
         return out
