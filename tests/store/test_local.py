@@ -21,7 +21,7 @@ from buildprint import fsio
 from buildprint.errors import StoreError
 from buildprint.signature.canonical import digest_bytes
 from buildprint.store.local import LocalStore
-from buildprint.store.record import ActionRecord, Artifact
+from buildprint.store.record import ActionRecord, Artifact, is_digest
 
 
 def _sig(text: str) -> str:
@@ -499,8 +499,8 @@ def test_put_records_flushes_downloads_and_records_before_naming_them(
 
     def spy(what: str, real: Callable[[Path], None]) -> Callable[[Path], None]:
         def flush(path: Path) -> None:
-            names = sorted(p for p in (*store.cas_dir.rglob("*"), *store.ac_dir.iterdir()))
-            flushes.append((what, Path(path), [p for p in names if p.is_file()]))
+            blobs = [p for p in store.cas_dir.glob("*/*") if is_digest(p.name)]
+            flushes.append((what, Path(path), sorted([*blobs, *store.ac_dir.glob("*.json")])))
             real(path)
 
         return flush
