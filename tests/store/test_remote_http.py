@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -238,6 +239,26 @@ def test_keep_alive_reuses_connections(nginx_server: NginxDav, http_url: str) ->
         remote.get_record(SIG)
     # 50 sequential requests on one pooled connection, not 50 connections.
     assert _established_to(nginx_server.port) - before <= 1
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced(
+    nginx_server: NginxDav, http_url: str, tmp_path: Path
+) -> None:
+    writer = open_remote(http_url, writable=True)
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(200_000))
+    sha = hashlib.sha256(blob.read_bytes()).hexdigest()
+    writer.put_blob(sha, blob)
+    remote = open_remote(http_url, writable=False)
+    remote.get_blob(sha, tmp_path / "first")
+    before = _established_to(nginx_server.port)
+    # A reload makes nginx's old workers close their idle keep-alive connections.
+    nginx_server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while _established_to(nginx_server.port) >= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    remote.get_blob(sha, tmp_path / "second")
+    assert (tmp_path / "second").read_bytes() == blob.read_bytes()
 
 
 def _established_to(port: int) -> int:

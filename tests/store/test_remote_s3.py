@@ -167,6 +167,40 @@ def test_wrong_secret_is_access_denied_and_never_echoed(
     assert radosgw_server.secret_key not in str(info.value)
 
 
+def test_gets_with_a_wrong_secret_are_refused_without_echoing_the_signed_url(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    open_remote(s3_env, writable=True).put_record(SIG, b"envelope")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-CANARY")
+    wrong = open_remote(s3_env, writable=False)
+    for get in (lambda: wrong.get_record(SIG), lambda: wrong.get_blob("6" * 64, tmp_path / "b")):
+        with pytest.raises(RemoteAccessDenied) as info:
+            get()
+        # A presigned URL carries the access key id and a signature: neither is shown.
+        assert "X-Amz" not in str(info.value) and "CANARY" not in str(info.value)
+        assert os.environ["AWS_ACCESS_KEY_ID"] not in str(info.value)
+
+
+def test_missing_bucket_is_reported_not_taken_for_absent_entries(s3_env: str) -> None:
+    remote = open_remote("s3://bp-no-such-bucket/cache", writable=False)
+    with pytest.raises(RemoteUnavailable, match="NoSuchBucket"):
+        remote.get_record(SIG)
+
+
+def test_a_proxy_configured_for_the_endpoint_is_honoured(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_remote(s3_env, writable=True).put_record(SIG, b"envelope")
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    # A proxy that is down: GETs that went around it (direct) would still succeed.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(RemoteUnavailable):
+        open_remote(s3_env, writable=False).get_record(SIG)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert open_remote(s3_env, writable=False).get_record(SIG) == b"envelope"
+
+
 def test_list_records_pages_through_the_prefix(s3_env: str) -> None:
     remote = S3Remote(s3_env, writable=True)
     remote.list_page = 3  # seven entries: three pages

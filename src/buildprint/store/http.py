@@ -1,9 +1,8 @@
 """HTTP remote cache (nginx WebDAV, bazel-remote): GET/HEAD/PUT with pooled keep-alive connections.
 
-GETs of blobs and records, the hot path of a fetch, go through plain ``http.client``
-connections of their own (``_GetConnections``), read with ``readinto`` into one reused
-buffer: about half the CPU of httpx's streaming layers for the same bytes
-(``bench/bench_fetch.py``). Everything else uses one pooled httpx client.
+GETs of blobs and records, the hot path of a fetch, go through ``DirectGets`` (plain
+``http.client`` connections, about half the CPU of httpx for the same bytes); everything else
+uses one pooled httpx client.
 
 Records are created atomically and never overwritten: the envelope is PUT to ``tmp/<uuid>``
 and then moved into ``ac/`` with WebDAV ``MOVE`` and ``Overwrite: F`` (nginx answers 412 when
@@ -17,21 +16,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
-import http.client
 import netrc
 import os
-import queue
-import ssl
 import uuid
 from collections.abc import Generator, Iterator
 from datetime import UTC
 from pathlib import Path
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
-import certifi
 import httpx
 
+from buildprint.store.direct import DirectGets
 from buildprint.store.record import is_digest
 from buildprint.store.remote import (
     RemoteAccessDenied,
@@ -86,7 +82,15 @@ class HttpRemote:
             trust_env=False,
             follow_redirects=False,
         )
-        self._gets = _GetConnections(parts, authorization, timeout)
+        self._prefix = parts.path.rstrip("/")
+        self._gets = DirectGets(
+            self._url,
+            parts.scheme,
+            host,
+            parts.port,
+            headers={"Authorization": authorization} if authorization is not None else None,
+            timeout=timeout,
+        )
 
     @property
     def url(self) -> str:
@@ -221,40 +225,13 @@ class HttpRemote:
 
     @contextlib.contextmanager
     def _get(self, path: str, what: str) -> Iterator[Iterator[memoryview] | None]:
-        """GET ``path`` on a kept-alive ``http.client`` connection; yield the body (pieces of
-        one reused buffer, each to be consumed before the next), or None for a 404.
-
-        A kept-alive connection the server had closed meanwhile is replaced once; transport
-        trouble raises ``RemoteUnavailable``, other answers as ``_check`` says.
-        """
-        failure = f"remote {self._url} failed while sending {what}"
-        for fresh in (False, True):
-            conn, reused = self._gets.take(fresh=fresh)
-            try:
-                response = self._gets.get(conn, path)
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                if reused and not fresh:
-                    continue
-                raise RemoteUnavailable(
-                    f"remote {self._url} unreachable: {type(exc).__name__}: {exc}", url=self._url
-                ) from None
-            break
-        try:
-            self._check(response.status, "GET", path)
-            if response.status not in {200, 404}:
-                raise self._unexpected(response.status, "GET", path)
-            body = _read_into(response, failure, self._url)
-            if response.status == 404:
-                yield None
-                for _ in body:  # read the short refusal to the end: the connection is reused
-                    pass
-            else:
-                yield body
-        except BaseException:
-            conn.close()
-            raise
-        self._gets.give_back(conn, response)
+        """GET ``path`` (``DirectGets``): yield the body, or None for a 404; other answers
+        raise as ``_check`` says."""
+        with self._gets.get(f"{self._prefix}/{path}", what) as (status, body):
+            self._check(status, "GET", path)
+            if status not in {200, 404}:
+                raise self._unexpected(status, "GET", path)
+            yield body if status == 200 else None
 
     def put_blob(self, sha256: str, path: Path) -> None:
         key = f"cas/{check_digest(sha256, 'blob', self._url)}"
@@ -328,73 +305,6 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             yield chunk
-
-
-class _GetConnections:
-    """Keep-alive ``http.client`` connections to one server, for blob and record GETs.
-
-    A connection is taken by one thread for one request and given back once its answer was
-    read to the end; any trouble closes it instead. Proxies are not used (as with the httpx
-    client: a cache URL is explicit), and TLS verifies against certifi's roots like httpx.
-    """
-
-    def __init__(self, parts: SplitResult, authorization: str | None, timeout: float) -> None:
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port
-        self._prefix = parts.path.rstrip("/")
-        self._timeout = timeout
-        self._headers = {"Accept-Encoding": "identity"}
-        if authorization is not None:
-            self._headers["Authorization"] = authorization
-        self._context = ssl.create_default_context(cafile=certifi.where()) if self._https else None
-        self._idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
-
-    def take(self, *, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection (``True``: it was used before), or a new one."""
-        if not fresh:
-            with contextlib.suppress(queue.Empty):
-                return self._idle.get_nowait(), True
-        if self._context is not None:
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=self._context
-            )
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-        return conn, False
-
-    def get(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
-        conn.request("GET", f"{self._prefix}/{path}", headers=self._headers)
-        return conn.getresponse()
-
-    def give_back(
-        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
-    ) -> None:
-        if response.isclosed() and not response.will_close:
-            self._idle.put(conn)
-        else:
-            conn.close()
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-
-
-def _read_into(response: http.client.HTTPResponse, failure: str, url: str) -> Iterator[memoryview]:
-    """The body in pieces of one reused buffer (each piece is consumed before the next read);
-    a connection that fails mid-body raises ``RemoteUnavailable``."""
-    buffer = memoryview(bytearray(_CHUNK))
-    while True:
-        try:
-            count = response.readinto(buffer)
-        except (OSError, http.client.HTTPException) as exc:
-            raise RemoteUnavailable(f"{failure}: {type(exc).__name__}", url=url) from None
-        if not count:
-            return
-        yield buffer[:count]
 
 
 class _HeaderAuth(httpx.Auth):
