@@ -69,6 +69,9 @@ def _timed(run: Callable[[Path], None], work: Path) -> float:
     # a round right after a deletion pays for it in proportion to the files it creates.
     target = work / f"t{time.monotonic_ns()}"
     target.mkdir()
+    # Each round starts with nothing left to write back from the one before: a flush inside
+    # the timed window (fetch_many's) would otherwise also pay for the other variants' files.
+    os.sync()
     start = time.perf_counter()
     run(target)
     return time.perf_counter() - start
