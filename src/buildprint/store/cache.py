@@ -225,8 +225,7 @@ class RemoteCache:
                     return None if remote.has_blob(sha) else f"{where} is missing"
                 tmp = self.local.new_tmp_path()
                 try:
-                    remote.get_blob(sha, tmp)
-                    size = tmp.stat().st_size
+                    size = remote.get_blob(sha, tmp)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
@@ -432,8 +431,7 @@ class RemoteCache:
                 continue
             tmp = self.local.new_tmp_path(artifact.sha256)
             try:
-                remote.get_blob(artifact.sha256, tmp)
-                size = tmp.stat().st_size
+                size = remote.get_blob(artifact.sha256, tmp)
                 if size != artifact.size:
                     raise RemoteError(
                         f"remote {remote.url}: blob {artifact.sha256} has {size} bytes, "

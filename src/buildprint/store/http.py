@@ -216,12 +216,12 @@ class HttpRemote:
             raise self._unexpected(response, "HEAD", path)
         return True
 
-    def get_blob(self, sha256: str, dest: Path) -> None:
+    def get_blob(self, sha256: str, dest: Path) -> int:
         path = f"cas/{check_digest(sha256, 'blob', self._url)}"
         with self._get(path, f"blob {sha256}") as body:
             if body is None:
                 raise RemoteMissing(f"remote {self._url} has no blob {sha256}", url=self._url)
-            write_verified(body, sha256, dest, url=self._url)
+            return write_verified(body, sha256, dest, url=self._url)
 
     @contextlib.contextmanager
     def _get(self, path: str, what: str) -> Iterator[Iterator[memoryview] | None]:

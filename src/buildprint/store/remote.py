@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from buildprint.errors import InputError, StoreError
 from buildprint.store.record import is_digest
+
+#: Temp names of downloads: a per-process random token and a counter (no syscall per name).
+_PART_TOKEN = uuid.uuid4().hex[:12]
+_part_counter = itertools.count()
 
 __all__ = [
     "Remote",
@@ -94,8 +99,9 @@ class Remote(Protocol):
         """True if ``cas/<sha256>`` exists (its content is checked only on download)."""
         ...
 
-    def get_blob(self, sha256: str, dest: Path) -> None:
-        """Download to ``dest`` via a temp file, verified; on mismatch raise and leave nothing."""
+    def get_blob(self, sha256: str, dest: Path) -> int:
+        """Download to ``dest`` via a temp file, verified; return its size. On a mismatch
+        raise and leave nothing."""
         ...
 
     def put_blob(self, sha256: str, path: Path) -> None:
@@ -129,14 +135,15 @@ def check_digest(value: str, what: str, url: str) -> str:
 
 def write_verified(
     chunks: Iterable[bytes | memoryview], sha256: str, dest: Path, *, url: str
-) -> None:
+) -> int:
     """Stream ``chunks`` into a temp file beside ``dest``; rename only if the sha256 matches.
 
     A mismatch (or any error mid-stream) removes the temp file, so a reader never sees a
     partial or tampered blob at ``dest``.
     """
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    tmp = dest.with_name(f".{dest.name}.{_PART_TOKEN}{next(_part_counter)}.part")
     hasher = hashlib.sha256()
+    size = 0
     try:
         try:
             handle = open(tmp, "xb")  # noqa: SIM115 - closed by the with below
@@ -146,7 +153,7 @@ def write_verified(
         with handle:
             for chunk in chunks:
                 hasher.update(chunk)
-                handle.write(chunk)
+                size += handle.write(chunk)
         got = hasher.hexdigest()
         if got != sha256:
             raise RemoteIntegrityError(
@@ -158,6 +165,7 @@ def write_verified(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    return size
 
 
 def open_remote(url: str, *, writable: bool) -> Remote:

@@ -239,20 +239,19 @@ class S3Remote:
     def has_blob(self, sha256: str) -> bool:
         return self._exists(self._blob_key(sha256), f"HEAD blob {sha256}")
 
-    def get_blob(self, sha256: str, dest: Path) -> None:
+    def get_blob(self, sha256: str, dest: Path) -> int:
         key = self._blob_key(sha256)
         what = f"GET blob {sha256}"
         if self._direct:
             with self._get(key, what) as body:
                 if body is None:
                     raise RemoteMissing(f"remote {self._url} has no blob {sha256}", url=self._url)
-                write_verified(body, sha256, dest, url=self._url)
-            return
+                return write_verified(body, sha256, dest, url=self._url)
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=key)
             body = response["Body"]
             try:
-                write_verified(_iter_body(body), sha256, dest, url=self._url)
+                return write_verified(_iter_body(body), sha256, dest, url=self._url)
             finally:
                 body.close()
         except botocore.exceptions.ClientError as exc:
