@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from tests.build.sdists import make_sdist
 
 from buildprint.cli.main import main
+from servers.nginx import NginxDav
 
 pytestmark = pytest.mark.servers
 
@@ -59,7 +60,7 @@ def project(tmp_path: Path, backend_wheels: Path) -> Path:
 
 
 def test_b_fetches_everything_and_gets_identical_wheels(
-    tmp_path: Path, project: Path, http_url: str
+    tmp_path: Path, project: Path, http_url: str, nginx_server: NginxDav
 ) -> None:
     a = machine(tmp_path / "a", project, http_url, write=True)
     code, data, output = run(a, "build", "--json")
@@ -72,9 +73,17 @@ def test_b_fetches_everything_and_gets_identical_wheels(
     code, data, output = run(b, "plan", "--json")
     assert code == 0, output
     assert actions(data) == {"alpha": "fetch", "cfast": "fetch"}
+    logged = len(nginx_server.access_log.read_text().splitlines())
     code, data, output = run(b, "build", "--json")
     assert code == 0, output
     assert actions(data) == {"alpha": "fetched", "cfast": "fetched"}
+    # Fetched up front, all at once: each record looked up once, each wheel downloaded once.
+    requests = [
+        line.split('"')[1].split()[:2]
+        for line in nginx_server.access_log.read_text().splitlines()[logged:]
+    ]
+    gets = [path.rsplit("/", 2)[-2] for method, path in requests if method == "GET"]
+    assert sorted(gets) == ["ac", "ac", "cas", "cas"], requests
     wheels_a = sorted((a / "wheelhouse").glob("*.whl"))
     wheels_b = sorted((b / "wheelhouse").glob("*.whl"))
     assert [w.name for w in wheels_a] == [w.name for w in wheels_b] and len(wheels_a) == 2

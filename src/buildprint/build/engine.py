@@ -406,6 +406,12 @@ class Engine:
 
     def build(self, jobs: int = 1, progress: Progress | None = None) -> list[Outcome]:
         cache = self.remote_cache
+        fetched: set[str] = set()
+        if cache is not None:
+            # What the plan already finds on a remote is fetched up front, all at once
+            # (concurrent downloads, batched writes), instead of one package per worker.
+            wanted = [d.record for d in self.plan() if d.action == "fetch" and d.record]
+            fetched = {record.signature for record in cache.fetch_many(wanted)}
         builder = Builder(
             self.planner,
             self.preparer,
@@ -414,6 +420,7 @@ class Engine:
             self.preparer.logs,
             fetch=cache.fetch if cache else None,
             push=cache.push if cache and any(r.writable for r in cache.remotes) else None,
+            fetched=fetched,
         )
         return builder.run(self.graph(), jobs, progress)
 

@@ -6,6 +6,7 @@ local store, then the remotes, and decide ``reuse``, ``fetch``, ``build`` or ``p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -138,6 +139,8 @@ class Decision:
 class RemoteLookup(Protocol):
     def lookup(self, signature: str) -> ActionRecord | None: ...
 
+    def lookup_many(self, signatures: Iterable[str]) -> dict[str, ActionRecord]: ...
+
 
 LockStep = Callable[
     [str, Requirement, ResolvedSource, list[Path], PackageSettings], LockedBuildDeps
@@ -171,6 +174,8 @@ class Planner:
         self.python = python
         self.environ = dict(os.environ if environ is None else environ)
         self._toolchain: dict[str, CanonicalValue] | None = None
+        #: Remote answers so far, by signature (None: no remote has it).
+        self._remote_answers: dict[str, ActionRecord | None] = {}
         self._host_hook: PluginHooks | None = None
         self._hooks: dict[str, PluginHooks] = {}
         self._host_code: CanonicalValue = None
@@ -365,14 +370,21 @@ class Planner:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def decide(self, node: PackageNode, deps: Mapping[str, DepResult]) -> Decision:
+    def decide(
+        self,
+        node: PackageNode,
+        deps: Mapping[str, DepResult],
+        manifest: Manifest | None = None,
+    ) -> Decision:
+        """What to do for ``node`` given its dependencies' results (``manifest``: its
+        manifest for them, when the caller composed it already)."""
         if node.lock_error is not None:
             first = node.lock_error.splitlines()[0]
             return Decision(
                 node, "build", reason=f"its build requirements cannot be locked: {first}"
             )
         try:
-            manifest = self.manifest(node, deps)
+            manifest = manifest or self.manifest(node, deps)
         except PendingDependencies as pending:
             return Decision(
                 node,
@@ -389,7 +401,7 @@ class Planner:
                     node, "reuse", manifest, record, reason="same signature in the local store"
                 )
             if self.remotes is not None:
-                remote = self.remotes.lookup(signature)
+                remote = self._remote_record(signature)
                 if remote is not None:
                     return Decision(
                         node, "fetch", manifest, remote, reason="same signature in a remote cache"
@@ -460,26 +472,67 @@ class Planner:
             return record
         return None
 
+    def _remote_record(self, signature: str) -> ActionRecord | None:
+        assert self.remotes is not None
+        if signature not in self._remote_answers:
+            self._remote_answers[signature] = self.remotes.lookup(signature)
+        return self._remote_answers[signature]
+
     def plan(self, nodes: Sequence[PackageNode]) -> list[Decision]:
-        """Decisions for all nodes, assuming nothing is built during the plan."""
+        """Decisions for all nodes, assuming nothing is built during the plan.
+
+        Nodes are decided in waves (those whose dependencies are all decided), and each
+        wave's signatures missing from the local store are looked up on the remotes at once
+        (``lookup_many``, concurrent), not one request after another.
+        """
         results: dict[str, DepResult] = {}
-        decisions = []
-        for node in nodes:
-            known = {d: results[d] for d in node.deps if d in results}
-            missing = [d for d in node.deps if d not in known]
-            if missing:
-                decision = Decision(
-                    node, "pending", pending_on=missing, reason="waits for " + ", ".join(missing)
-                )
-            else:
-                decision = self.decide(node, known)
-            decisions.append(decision)
-            if decision.action in ("reuse", "fetch"):
-                results[node.name] = decision.result()
-            elif decision.action == "build" and decision.manifest is not None:
-                # Known signature, unknown artifact: dependents in artifact mode are pending.
-                results[node.name] = DepResult(node.version, decision.signature, None)
-        return decisions
+        decisions: dict[str, Decision] = {}
+        while len(decisions) < len(nodes):
+            wave = [
+                n for n in nodes if n.name not in decisions and all(d in decisions for d in n.deps)
+            ]
+            if not wave:  # a cycle cannot come from the lock, but never loop forever
+                wave = [n for n in nodes if n.name not in decisions]
+            manifests: dict[str, Manifest] = {}
+            for node in wave:
+                if node.lock_error is None and all(d in results for d in node.deps):
+                    with contextlib.suppress(PendingDependencies):
+                        manifests[node.name] = self.manifest(node, _known(node, results))
+            self._look_up_remotely(manifests)
+            for node in wave:
+                missing = [d for d in node.deps if d not in results]
+                if missing:
+                    decision = Decision(
+                        node,
+                        "pending",
+                        pending_on=missing,
+                        reason="waits for " + ", ".join(missing),
+                    )
+                else:
+                    decision = self.decide(node, _known(node, results), manifests.get(node.name))
+                decisions[node.name] = decision
+                if decision.action in ("reuse", "fetch"):
+                    results[node.name] = decision.result()
+                elif decision.action == "build" and decision.manifest is not None:
+                    # Known signature, unknown artifact: dependents in artifact mode are pending.
+                    results[node.name] = DepResult(node.version, decision.signature, None)
+        return [decisions[n.name] for n in nodes]
+
+    def _look_up_remotely(self, manifests: Mapping[str, Manifest]) -> None:
+        """Ask the remotes at once for the signatures the local store lacks."""
+        if self.remotes is None:
+            return
+        wanted = [
+            m.signature
+            for name, m in manifests.items()
+            if name not in self.force
+            and m.signature not in self._remote_answers
+            and not self.store.has_record(m.signature)
+        ]
+        if wanted:
+            found = self.remotes.lookup_many(wanted)
+            for signature in wanted:
+                self._remote_answers[signature] = found.get(signature)
 
 
 @dataclass(frozen=True)
@@ -539,3 +592,7 @@ def _topological(nodes: dict[str, PackageNode]) -> list[PackageNode]:
     for name in sorted(nodes):
         visit(name, ())
     return order
+
+
+def _known(node: PackageNode, results: Mapping[str, DepResult]) -> dict[str, DepResult]:
+    return {d: results[d] for d in node.deps if d in results}

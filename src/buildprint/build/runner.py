@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +166,7 @@ class Builder:
         *,
         fetch: Callable[[ActionRecord], None] | None = None,
         push: Callable[[ActionRecord], object] | None = None,
+        fetched: Collection[str] = (),
         source_date_epoch: int = backend.DEFAULT_SOURCE_DATE_EPOCH,
     ) -> None:
         self.planner = planner
@@ -175,6 +176,8 @@ class Builder:
         self.logs = logs
         self.fetch = fetch
         self.push = push
+        #: Signatures fetched from a remote before the run: found locally now, but fetched.
+        self.fetched = frozenset(fetched)
         self.source_date_epoch = source_date_epoch
 
     def run(
@@ -255,6 +258,10 @@ class Builder:
         except BuildprintError as exc:
             return Outcome(Decision(node, "build", reason="bad input"), "failed", error=str(exc))
         signed = time.monotonic() - started
+        prefetched = decision.action == "reuse" and decision.signature in self.fetched
+        if prefetched:
+            decision.action = "fetch"
+            decision.reason = "same signature in a remote cache"
         if progress:
             progress("start", decision)
         try:
@@ -262,7 +269,7 @@ class Builder:
                 assert decision.record is not None
                 self._place(decision.record)
                 outcome = Outcome(decision, "reused", decision.record)
-            elif decision.action == "fetch" and self._fetched(decision):
+            elif decision.action == "fetch" and (prefetched or self._fetched(decision)):
                 assert decision.record is not None
                 self._place(decision.record)
                 outcome = Outcome(decision, "fetched", decision.record)
