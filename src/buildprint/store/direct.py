@@ -87,8 +87,10 @@ class DirectGets:
                 conn.close()
                 if reused and not fresh:
                     continue
+                # The exception's own text is left out: it could quote the target.
+                detail = f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else ""
                 raise RemoteUnavailable(
-                    f"remote {self._url} unreachable: {type(exc).__name__}: {exc}", url=self._url
+                    f"remote {self._url} unreachable: {type(exc).__name__}{detail}", url=self._url
                 ) from None
         raise AssertionError("unreachable")
 
