@@ -487,6 +487,31 @@ def test_put_records_stores_a_batch_in_one_go(tmp_path: Path) -> None:
     ]
 
 
+def test_downloads_left_in_cas_folders_are_reported_and_removed_once_their_writer_is_gone(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    kept = _record(store, _sig("kept"), b"kept wheel")
+    digest, mine = _downloaded(store, b"a download of this process")
+    # The same name as a download of a process that has exited.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    orphan = mine.with_name(mine.name.replace(f".{os.getpid()}.", f".{dead}.", 1))
+    orphan.write_bytes(b"half a download")
+    problems = store.verify()
+    assert sorted(problems) == sorted(
+        f"{path}: stray temp file from an interrupted write" for path in (mine, orphan)
+    )
+    store.gc({kept.signature})
+    assert mine.exists() and not orphan.exists()  # this process may still adopt its own
+    assert store.get_record(kept.signature) == kept and store.has_blob(kept.artifacts[0].sha256)
+    assert not store.has_blob(digest)
+
+
 @pytest.mark.parametrize("in_batches", [True, False], ids=["syncfs", "file by file"])
 def test_put_records_flushes_downloads_and_records_before_naming_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_batches: bool

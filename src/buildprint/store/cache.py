@@ -249,23 +249,12 @@ class RemoteCache:
     def fetch(self, record: ActionRecord) -> None:
         """Download the record's missing blobs (verified) into the local store, then the record.
 
-        Raises ``RemoteError`` if some blob could not be obtained from any remote; the local
-        store then has no record for it.
+        Raises ``RemoteError`` (why) if it could not be stored; the local store then has no
+        record for it.
         """
-        sources = self._sources(record.signature)
-        wanted = {a.sha256: a for a in record.artifacts if not self.local.has_blob(a.sha256)}
-        downloads: dict[str, Path] = {}
-        try:
-            with self._pool(None, len(wanted) or 1) as pool:
-                results = list(pool.map(lambda a: self._download(a, sources), wanted.values()))
-            for sha, (path, error) in zip(wanted, results, strict=True):
-                if path is not None:
-                    downloads[sha] = path
-                elif error is not None:
-                    raise error
-            self.local.put_records([record], blobs=downloads)
-        finally:
-            _remove(downloads.values())
+        _stored, errors = self._fetch([record], None)
+        if record.signature in errors:
+            raise errors[record.signature]
 
     def fetch_many(
         self, records: Iterable[ActionRecord], jobs: int | None = None
@@ -279,6 +268,12 @@ class RemoteCache:
         one index transaction). A record whose blobs failed is left out (and reported); the
         others are stored.
         """
+        return self._fetch(records, jobs)[0]
+
+    def _fetch(
+        self, records: Iterable[ActionRecord], jobs: int | None
+    ) -> tuple[list[ActionRecord], dict[str, RemoteError]]:
+        """``fetch_many``, and why each record left out was (by signature)."""
         records = list({r.signature: r for r in records}.values())
         users: dict[str, list[ActionRecord]] = {}
         artifacts: dict[str, tuple[Artifact, list[Remote]]] = {}
@@ -289,7 +284,7 @@ class RemoteCache:
             for sha, artifact in digests.items():
                 users.setdefault(sha, []).append(record)
                 artifacts.setdefault(sha, (artifact, self._sources(record.signature)))
-        failed: set[str] = set()
+        failed: dict[str, RemoteError] = {}
         stored: set[str] = set()
         #: Verified downloads not in the CAS yet (the batch that first needs one adopts it).
         downloads: dict[str, Path] = {}
@@ -320,7 +315,7 @@ class RemoteCache:
                     downloads[sha] = path
                 for record in users[sha]:
                     if error is not None and record.signature not in failed:
-                        failed.add(record.signature)
+                        failed[record.signature] = error
                         settled.put((record, None))
                     outstanding[record.signature] -= 1
                     if outstanding[record.signature] == 0 and record.signature not in failed:
@@ -351,7 +346,7 @@ class RemoteCache:
                         self.local.put_records([record], blobs=mine)
                     except (StoreError, OSError) as exc:
                         give_back(mine)
-                        self._report(f"record {record.signature} not stored locally: {exc}")
+                        failed[record.signature] = RemoteError(f"not stored locally: {exc}", url="")
                         continue
                     stored.add(record.signature)
             else:
@@ -403,9 +398,9 @@ class RemoteCache:
             if record.signature in failed:
                 self._report(
                     f"record {record.signature} ({record.name} {record.version}) not fetched: "
-                    "a blob could not be downloaded"
+                    f"{failed[record.signature]}"
                 )
-        return [r for r in records if r.signature in stored]
+        return [r for r in records if r.signature in stored], failed
 
     def _sources(self, signature: str) -> list[Remote]:
         """Remotes to try for a record's blobs: the one it came from first."""

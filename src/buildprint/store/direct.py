@@ -18,7 +18,7 @@ import certifi
 
 from buildprint.store.remote import RemoteUnavailable
 
-__all__ = ["DirectGets"]
+__all__ = ["DirectGets", "read_all"]
 
 _CHUNK = 1 << 20
 #: A refusal (404, 403…) up to this size is read to its end so its connection can be reused.
@@ -127,6 +127,12 @@ def _read_into(response: http.client.HTTPResponse, failure: str, url: str) -> It
         if not count:
             return
         yield buffer[:count]
+
+
+def read_all(body: Iterator[memoryview]) -> bytes:
+    """A whole (small) body from ``DirectGets.get``; each piece is copied before the buffer
+    is read into again."""
+    return b"".join(bytes(piece) for piece in body)
 
 
 def _drain(response: http.client.HTTPResponse) -> None:

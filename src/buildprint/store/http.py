@@ -27,7 +27,7 @@ from xml.etree import ElementTree
 
 import httpx
 
-from buildprint.store.direct import DirectGets
+from buildprint.store.direct import DirectGets, read_all
 from buildprint.store.record import is_digest
 from buildprint.store.remote import (
     RemoteAccessDenied,
@@ -143,8 +143,7 @@ class HttpRemote:
     def get_record(self, signature: str) -> bytes | None:
         path = f"ac/{check_digest(signature, 'signature', self._url)}"
         with self._get(path, f"record {signature}") as body:
-            # Each piece is copied before the buffer is read into again.
-            return None if body is None else b"".join(bytes(piece) for piece in body)
+            return None if body is None else read_all(body)
 
     def put_record(self, signature: str, data: bytes) -> bool:
         path = f"ac/{check_digest(signature, 'signature', self._url)}"

@@ -497,22 +497,26 @@ class LocalStore:
 
     # -- maintenance -----------------------------------------------------------------
 
-    def _tmp_files(self) -> list[Path]:
-        """Temp files: everything in ``tmp/``, and downloads in CAS folders (non-digest names)."""
-        found: list[Path] = []
+    def _scan(self) -> tuple[list[str], list[Path]]:
+        """One pass over the store's folders: the blob digests in ``cas/``, and the temp files
+        (everything in ``tmp/``, and non-digest names in CAS folders: fetch downloads)."""
+        digests: list[str] = []
+        temps: list[Path] = []
         with contextlib.suppress(FileNotFoundError):
-            found.extend(p for p in self.tmp_dir.iterdir() if p.is_file())
-        for shard in self._shards():
-            with os.scandir(shard) as entries:
-                found.extend(Path(e.path) for e in entries if not is_digest(e.name))
-        return sorted(found)
-
-    def _shards(self) -> list[str]:
+            temps.extend(p for p in self.tmp_dir.iterdir() if p.is_file())
         try:
             with os.scandir(self.cas_dir) as entries:
-                return sorted(e.path for e in entries if e.is_dir())
+                shards = sorted(e.path for e in entries if e.is_dir())
         except FileNotFoundError:
-            return []
+            shards = []
+        for shard in shards:
+            with os.scandir(shard) as entries:
+                for entry in entries:
+                    if is_digest(entry.name):
+                        digests.append(entry.name)
+                    else:
+                        temps.append(Path(entry.path))
+        return sorted(digests), sorted(temps)
 
     def _tmp_abandoned(self, path: Path) -> bool:
         """True if no live writer can still own this temp file."""
@@ -529,14 +533,6 @@ class LocalStore:
             return False
         return age > _STALE_TMP_SECONDS
 
-    def _blob_digests(self) -> list[str]:
-        out: list[str] = []
-        for shard in self._shards():
-            with os.scandir(shard) as entries:
-                out.extend(e.name for e in entries if is_digest(e.name))
-        out.sort()
-        return out
-
     def verify(self) -> list[str]:
         """Rehash everything; return problems (empty when the store is sound).
 
@@ -545,7 +541,8 @@ class LocalStore:
         """
         problems: list[str] = []
         bad_blobs: set[str] = set()
-        for digest in self._blob_digests():
+        digests, temps = self._scan()
+        for digest in digests:
             path = self.cas_dir / digest[:2] / digest
             hasher = hashlib.sha256()
             try:
@@ -571,7 +568,7 @@ class LocalStore:
                         f"{self._record_file(signature)}: blob {artifact.sha256} "
                         f"({artifact.filename}) is damaged"
                     )
-        for tmp in self._tmp_files():
+        for tmp in temps:
             problems.append(f"{tmp}: stray temp file from an interrupted write")
         return problems
 
@@ -597,7 +594,8 @@ class LocalStore:
                 continue
             referenced.update(artifact.sha256 for artifact in record.artifacts)
         now = time.time()
-        for digest in self._blob_digests():
+        digests, temps = self._scan()
+        for digest in digests:
             if digest in referenced:
                 continue
             path = self.cas_dir / digest[:2] / digest
@@ -608,7 +606,7 @@ class LocalStore:
                 removed += 1
             except FileNotFoundError:
                 continue
-        for tmp in self._tmp_files():
+        for tmp in temps:
             if self._tmp_abandoned(tmp):
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from buildprint.errors import InputError
-from buildprint.store.direct import DirectGets
+from buildprint.store.direct import DirectGets, read_all
 from buildprint.store.record import is_digest
 from buildprint.store.remote import (
     RemoteAccessDenied,
@@ -57,6 +58,7 @@ _NETWORK_ERRORS = (
 _CONDITIONAL_RETRIES = 3
 #: Presigned GET URLs are made just before use; this only bounds a stalled request.
 _PRESIGN_SECONDS = 600
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
 class S3Remote:
@@ -127,24 +129,25 @@ class S3Remote:
             return RemoteAccessDenied(f"remote {self._url}: no S3 credentials found", url=self._url)
         if isinstance(exc, botocore.exceptions.ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            if status in {401, 403} or code in {"AccessDenied", "InvalidAccessKeyId"}:
-                return RemoteAccessDenied(
-                    f"remote {self._url} refused {what}: {code or status} (check credentials)",
-                    url=self._url,
-                )
-            if status >= 500 or code == "NoSuchBucket":
-                return RemoteUnavailable(
-                    f"remote {self._url} failed {what}: {code or status}", url=self._url
-                )
-            return RemoteError(
-                f"remote {self._url}: {what} failed: {code or status}", url=self._url
-            )
+            return self._refusal(self._status(exc), code, what)
         if isinstance(exc, botocore.exceptions.BotoCoreError):
             return RemoteUnavailable(
                 f"remote {self._url} failed {what}: {type(exc).__name__}", url=self._url
             )
         raise exc
+
+    def _refusal(self, status: int, code: str, what: str) -> RemoteError:
+        """The error for an S3 answer other than success (``code``: S3's error code)."""
+        if status in {401, 403} or code in {"AccessDenied", "InvalidAccessKeyId"}:
+            return RemoteAccessDenied(
+                f"remote {self._url} refused {what}: {code or status} (check credentials)",
+                url=self._url,
+            )
+        if status >= 500 or code == "NoSuchBucket":
+            return RemoteUnavailable(
+                f"remote {self._url} failed {what}: {code or status}", url=self._url
+            )
+        return RemoteError(f"remote {self._url}: {what} failed: {code or status}", url=self._url)
 
     @staticmethod
     def _status(exc: botocore.exceptions.ClientError) -> int:
@@ -170,8 +173,7 @@ class S3Remote:
         key = self._record_key(signature)
         if self._direct:
             with self._get(key, f"GET record {signature}") as body:
-                # Each piece is copied before the buffer is read into again.
-                return None if body is None else b"".join(bytes(piece) for piece in body)
+                return None if body is None else read_all(body)
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=key)
             data: bytes = response["Body"].read()
@@ -281,23 +283,16 @@ class S3Remote:
             status,
             body,
         ):
-            if status in {401, 403}:
-                raise RemoteAccessDenied(
-                    f"remote {self._url} refused {what}: {status} (check credentials)",
-                    url=self._url,
-                )
-            if status >= 500:
-                raise RemoteUnavailable(
-                    f"remote {self._url} failed {what}: {status}", url=self._url
-                )
-            if status not in {200, 404}:
-                raise RemoteError(f"remote {self._url}: {what} failed: {status}", url=self._url)
-            if status == 404 and b"<Code>NoSuchBucket</Code>" in b"".join(bytes(p) for p in body):
-                # Not "absent": every lookup would miss in silence.
-                raise RemoteUnavailable(
-                    f"remote {self._url} failed {what}: NoSuchBucket", url=self._url
-                )
-            yield body if status == 200 else None
+            if status == 200:
+                yield body
+                return
+            found = _ERROR_CODE.search(read_all(body))
+            code = found.group(1).decode("ascii", "replace") if found else ""
+            # A missing key is absent; a missing bucket is not (every lookup would miss).
+            if status == 404 and code != "NoSuchBucket":
+                yield None
+                return
+            raise self._refusal(status, code, what)
 
     def _direct_gets(self, signed: SplitResult) -> DirectGets:
         where = (signed.scheme, signed.netloc)
