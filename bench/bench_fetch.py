@@ -30,7 +30,7 @@ from typing import Any
 import boto3
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from buildprint.signature.canonical import digest_bytes
 from buildprint.store.cache import RemoteCache
@@ -38,8 +38,8 @@ from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
 from buildprint.store.remote import open_remote
 from buildprint.store.signing import generate_key, load_signing_key
-from servers.nginx import start_nginx
-from servers.radosgw import start_radosgw
+from tests.support.servers.nginx import start_nginx
+from tests.support.servers.radosgw import start_radosgw
 
 __all__ = ["main"]
 

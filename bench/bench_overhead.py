@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import buildprint.build.sources as sources
-from buildprint.build.engine import Engine
-from buildprint.build.runner import Outcome
+import buildprint.resolve.sources as sources
+from buildprint.builder.runner import Outcome
+from buildprint.engine import Engine
 
 __all__ = ["main", "measure", "offline_project"]
 
@@ -54,9 +54,9 @@ def demo_project(dest: Path) -> Path:
 
 def offline_project(dest: Path) -> Path:
     """Local fixture sdists built against the wheel cache: no network needed."""
-    sys.path.insert(0, str(REPO / "tests" / "build"))
+    sys.path.insert(0, str(REPO))
     # The test suite's fixture factory: real, deterministic sdists for each backend.
-    make_sdist: Callable[..., Path] = importlib.import_module("sdists").make_sdist
+    make_sdist: Callable[..., Path] = importlib.import_module("tests.support.sdists").make_sdist
 
     if not any(WHEEL_CACHE.glob("setuptools-*.whl")):
         raise SystemExit(f"offline mode needs setuptools/flit_core wheels in {WHEEL_CACHE}")

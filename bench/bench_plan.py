@@ -32,13 +32,13 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from buildprint.build.engine import Engine
-from buildprint.build.lock import LockedBuildDeps, PinnedWheel
-from buildprint.build.patching import apply_patches
-from buildprint.build.sources import ResolvedSource
-from buildprint.build.wheel import artifact_digest, embed_manifest
+from buildprint.builder.patching import apply_patches
+from buildprint.builder.wheel import artifact_digest, embed_manifest
+from buildprint.engine import Engine
 from buildprint.inputs.archive import safe_extract
 from buildprint.project.settings import PackageSettings
+from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
+from buildprint.resolve.sources import ResolvedSource
 from buildprint.store.record import ActionRecord, Artifact
 
 __all__ = ["generate_project", "main", "mark_all_built", "stat_walk"]

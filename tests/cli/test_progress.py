@@ -18,19 +18,17 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from tests.e2e.conftest import BUILDPRINT, PackageSpec, backend_wheels, cli_env, write_project
 
-from buildprint.build.lock import LockedBuildDeps
-from buildprint.build.planner import Decision, PackageNode
-from buildprint.build.runner import Outcome
-from buildprint.build.sources import ResolvedSource
+from buildprint.builder.runner import Outcome
 from buildprint.cli import render
 from buildprint.cli.progress import BuildProgress
+from buildprint.plan.planner import Decision, PackageNode
 from buildprint.project.settings import PackageSettings
+from buildprint.resolve.lockfile import LockedBuildDeps
+from buildprint.resolve.sources import ResolvedSource
 from buildprint.signature.diff import ABSENT, Change
 from buildprint.store.record import ActionRecord, Artifact
-
-__all__ = ["backend_wheels"]  # the session fixture, re-exported for the pty test
+from tests.support.cli import BUILDPRINT, PackageSpec, cli_env, write_project
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import (
+
+from tests.support.cli import (
     PackageSpec,
     bad_patch,
     build,

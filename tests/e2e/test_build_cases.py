@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import (
+
+from buildprint.store.local import LocalStore
+from tests.support.cli import (
     PackageSpec,
     build,
     copy_project,
@@ -26,8 +28,6 @@ from tests.e2e.conftest import (
     write_project,
     write_sdist,
 )
-
-from buildprint.store.local import LocalStore
 
 PLUGIN = '''\
 """alpha's build hooks."""

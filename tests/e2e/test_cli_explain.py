@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import (
+
+from buildprint.builder.wheel import artifact_digest
+from buildprint.signature.canonical import digest_bytes
+from tests.support.cli import (
     CliRun,
     PackageSpec,
     build,
@@ -20,9 +23,6 @@ from tests.e2e.conftest import (
     unified_patch,
     write_project,
 )
-
-from buildprint.build.wheel import artifact_digest
-from buildprint.signature.canonical import digest_bytes
 
 # Each build appends "start NAME" and "end NAME" to the file named by BUILD_EVENTS, so a test
 # reads the order builds really ran in. When "<events>.barrier" exists, left's build waits for

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import BUILDPRINT, PackageSpec, build, cli_env, plan, write_project
 
 from buildprint.store.local import LocalStore
+from tests.support.cli import BUILDPRINT, PackageSpec, build, cli_env, plan, write_project
 
 # setup.py runs inside the PEP 517 backend; in the wheel build it tells the test it started,
 # then sleeps long enough to be killed mid-build. The package env hands it SLOW_MARKER.

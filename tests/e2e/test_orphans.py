@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import BUILDPRINT, PackageSpec, cli_env, plan, write_project
 
-from buildprint.build.environment import kill_guarded, run_guarded
+from buildprint.builder.environment import kill_guarded, run_guarded
+from tests.support.cli import BUILDPRINT, PackageSpec, cli_env, plan, write_project
 
 # setup.py runs inside the PEP 517 backend. In the wheel build it starts a child (standing in
 # for gcc or ninja), records both pids in MARKER_DIR and sleeps long enough to be killed.
@@ -143,7 +143,7 @@ def test_a_guarded_command_and_its_child_end_with_the_caller(tmp_path: Path) -> 
     )
     caller = (
         "import os, sys, threading, time\n"
-        "from buildprint.build.environment import run_guarded\n"
+        "from buildprint.builder.environment import run_guarded\n"
         "worker = threading.Thread(\n"
         f"    target=run_guarded, args=([sys.executable, '-c', {command!r}],),\n"
         "    kwargs={'env': dict(os.environ)}, daemon=True)\n"

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import PackageSpec, build, copy_project, write_project
 
-from buildprint.build.engine import Engine, Options
-from buildprint.build.snapshot import PlanEntry
+from buildprint.engine import Engine, Options
+from buildprint.plan.snapshot import PlanEntry
 from buildprint.store.local import LocalStore
+from tests.support.cli import PackageSpec, build, copy_project, write_project
 
 HOOKS = '''\
 """alpha's signature hook: reads a variable, a data file and whether a path exists."""

@@ -7,8 +7,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from tests.build.sdists import make_sdist
-from tests.e2e.conftest import build, plan, run_cli
+
+from tests.support.cli import build, plan, run_cli
+from tests.support.sdists import make_sdist
 
 SETUPTOOLS = 'requires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
 

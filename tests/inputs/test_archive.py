@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.inputs.conftest import FORMATS, SDIST, Item, make_archive
 
 from buildprint.errors import ArchiveError, InputError
 from buildprint.inputs.archive import SourceDigest, archive_digest, safe_extract
 from buildprint.inputs.tree import tree_digest
+from tests.support.archives import FORMATS, SDIST, Item, make_archive
 
 
 def _replace(items: list[Item], where: str, **changes: object) -> list[Item]:

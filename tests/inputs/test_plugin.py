@@ -14,7 +14,7 @@ import pytest
 
 from buildprint.errors import InputError
 from buildprint.inputs.plugin import HOOK_NAMES, function_reference, plugin_digest
-from buildprint.project.plugins import call_hook, load_function, load_hooks
+from buildprint.project.hooks import call_hook, load_function, load_hooks
 from buildprint.signature.canonical import CanonicalValue, digest_bytes, digest_value
 
 REPO = Path(__file__).resolve().parents[2]

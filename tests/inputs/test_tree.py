@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.inputs.conftest import SDIST, Item, make_tree, set_old_mtimes
 
 from buildprint.errors import InputError
 from buildprint.inputs import tree as tree_module
 from buildprint.inputs.tree import TreeMemo, tree_digest
+from tests.support.archives import SDIST, Item, make_tree, set_old_mtimes
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord
 from buildprint.store.remote import open_remote
 from buildprint.store.signing import generate_key, load_signing_key
-from servers._proc import free_port
-from servers.nginx import NginxDav
-from servers.radosgw import RadosGateway
+from tests.support.servers._proc import free_port
+from tests.support.servers.nginx import NginxDav
+from tests.support.servers.radosgw import RadosGateway
 
 pytestmark = pytest.mark.servers
 

@@ -18,7 +18,7 @@ from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord
 from buildprint.store.remote import open_remote
 from buildprint.store.signing import generate_key, load_signing_key
-from servers.nginx import NginxDav
+from tests.support.servers.nginx import NginxDav
 
 pytestmark = pytest.mark.servers
 

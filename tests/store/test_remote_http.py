@@ -22,8 +22,8 @@ from buildprint.store.remote import (
     RemoteUnavailable,
     open_remote,
 )
-from servers._proc import free_port
-from servers.nginx import NginxDav
+from tests.support.servers._proc import free_port
+from tests.support.servers.nginx import NginxDav
 
 pytestmark = pytest.mark.servers
 

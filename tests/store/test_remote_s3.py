@@ -22,8 +22,8 @@ from buildprint.store.remote import (
     open_remote,
 )
 from buildprint.store.s3 import S3Remote
-from servers._proc import free_port
-from servers.radosgw import RadosGateway
+from tests.support.servers._proc import free_port
+from tests.support.servers.radosgw import RadosGateway
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 

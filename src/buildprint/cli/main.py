@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from buildprint.build.engine import Engine, Options
-from buildprint.build.planner import Decision
-from buildprint.build.runner import Outcome
-from buildprint.build.wheel import read_manifest
+from buildprint.builder.runner import Outcome
+from buildprint.builder.wheel import read_manifest
 from buildprint.cli import render
 from buildprint.cli.progress import BuildProgress
+from buildprint.engine import Engine, Options
 from buildprint.errors import BuildFailed, BuildprintError, InputError
+from buildprint.plan.planner import Decision
 from buildprint.project.project import Project
 from buildprint.signature.diff import changed_paths, diff
 from buildprint.signature.manifest import Manifest
@@ -592,7 +592,7 @@ def cache_pull(
 @reports_errors
 def publish(repository_url: str, project: Path, as_json: bool) -> None:
     """Upload the wheelhouse's wheels to a package index."""
-    from buildprint.store.publish import publish as upload
+    from buildprint.publish import publish as upload
 
     wheelhouse = Project.load(project).wheelhouse_dir
     wheels = sorted(wheelhouse.glob("*.whl"))

@@ -15,9 +15,9 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from buildprint.build.planner import Decision
-from buildprint.build.runner import Outcome
+from buildprint.builder.runner import Outcome
 from buildprint.cli.render import OUTCOMES, duration, outcome_why, style, why
+from buildprint.plan.planner import Decision
 
 __all__ = ["BuildProgress"]
 
@@ -47,7 +47,7 @@ class _Snapshot:
 
 
 class BuildProgress:
-    """The ``progress`` callback of :meth:`buildprint.build.runner.Builder.run`, as a context
+    """The ``progress`` callback of :meth:`buildprint.builder.runner.Builder.run`, as a context
     manager: ``with BuildProgress(console) as progress: engine.build(jobs, progress)``.
 
     On an interactive console it keeps a live area at the bottom (an overall bar with counts

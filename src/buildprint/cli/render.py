@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from buildprint.build.planner import Decision
-from buildprint.build.runner import Outcome
-from buildprint.build.snapshot import PlanEntry
+from buildprint.builder.runner import Outcome
+from buildprint.plan.planner import Decision
+from buildprint.plan.snapshot import PlanEntry
 from buildprint.signature.canonical import CanonicalValue
 from buildprint.signature.diff import ABSENT, Change
 from buildprint.signature.manifest import Manifest

@@ -5,7 +5,7 @@ exists. While :func:`tracking` is active on a thread, this records every environ
 variable read (``os.environ`` however it was imported), every file or folder opened, listed
 or stat-ed, and marks the run *volatile* when the code did something whose result cannot be
 known without doing it again: a subprocess, a socket, a shared library. A plan snapshot
-(see :mod:`buildprint.build.snapshot`) is reused only while all of it is unchanged.
+(see :mod:`buildprint.plan.snapshot`) is reused only while all of it is unchanged.
 
 How: ``os.environ``'s class is swapped once for a subclass that reports reads; one audit hook
 (:pep:`578`) reports opens, listings and process/network events; ``os.stat``, ``os.lstat``

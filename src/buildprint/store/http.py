@@ -36,9 +36,9 @@ from buildprint.store.remote import (
     RemoteMissing,
     RemoteUnavailable,
     check_digest,
-    redact_url,
     write_verified,
 )
+from buildprint.urls import redact_url
 
 __all__ = ["HttpRemote"]
 

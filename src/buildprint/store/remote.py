@@ -16,10 +16,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from buildprint.errors import InputError, StoreError
 from buildprint.store.record import is_digest
+from buildprint.urls import redact_url
 
 #: Temp names of downloads: a per-process random token and a counter (no syscall per name).
 _PART_TOKEN = uuid.uuid4().hex[:12]
@@ -35,7 +36,6 @@ __all__ = [
     "RemoteUnavailable",
     "check_digest",
     "open_remote",
-    "redact_url",
     "write_verified",
 ]
 
@@ -111,19 +111,6 @@ class Remote(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (the user name is kept: it helps debugging)."""
-    parts = urlsplit(url)
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def check_digest(value: str, what: str, url: str) -> str:

@@ -40,9 +40,9 @@ from buildprint.store.remote import (
     RemoteMissing,
     RemoteUnavailable,
     check_digest,
-    redact_url,
     write_verified,
 )
+from buildprint.urls import redact_url
 
 __all__ = ["S3Remote"]
 

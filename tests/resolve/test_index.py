@@ -6,12 +6,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from index_fixtures import make_sdist, make_wheel, serve_index, sha256_of, write_pep503_tree
 from packaging.tags import Tag
 from packaging.version import Version
 
-from buildprint.build.index import DistFile, PackageIndex, redact_url
 from buildprint.errors import InputError
+from buildprint.resolve.index import DistFile, PackageIndex
+from buildprint.urls import redact_url
+from tests.support.indexes import make_sdist, make_wheel, serve_index, sha256_of, write_pep503_tree
 
 ANY = [Tag("py3", "none", "any")]
 

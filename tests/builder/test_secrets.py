@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.build.sdists import make_sdist
 
 from buildprint.cli.main import main
+from tests.support.sdists import make_sdist
 
 
 def _all_bytes(folder: Path) -> bytes:

@@ -20,12 +20,14 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from buildprint import __version__
-from buildprint.build.index import PackageIndex
-from buildprint.build.lock import Lock, load_lock, save_lock
-from buildprint.build.memo import Memo
-from buildprint.build.planner import Decision, DepResult, PackageNode, Planner
-from buildprint.build.runner import Builder, Outcome, Preparer, Progress
-from buildprint.build.snapshot import (
+from buildprint.builder.runner import Builder, Outcome, Preparer, Progress
+from buildprint.builder.wheelhouse import Wheelhouse
+from buildprint.errors import InputError
+from buildprint.inputs.host import HOST_VARIABLE
+from buildprint.inputs.patches import PatchFolders
+from buildprint.inputs.toolchain import compiler_command, interpreter_identity
+from buildprint.plan.planner import Decision, DepResult, PackageNode, Planner
+from buildprint.plan.snapshot import (
     Checks,
     PlanEntry,
     PlanSnapshot,
@@ -33,12 +35,6 @@ from buildprint.build.snapshot import (
     load_snapshot,
     save_snapshot,
 )
-from buildprint.build.sources import SourceResolver
-from buildprint.build.wheelhouse import Wheelhouse
-from buildprint.errors import InputError
-from buildprint.inputs.host import HOST_VARIABLE
-from buildprint.inputs.patches import PatchFolders
-from buildprint.inputs.toolchain import compiler_command, interpreter_identity
 from buildprint.project.project import (
     PROJECT_FILE,
     Project,
@@ -46,10 +42,14 @@ from buildprint.project.project import (
     parse_requirement,
     read_requirements,
 )
+from buildprint.resolve.index import PackageIndex
+from buildprint.resolve.lockfile import Lock, load_lock, save_lock
+from buildprint.resolve.sources import SourceResolver
 from buildprint.signature.canonical import digest_value
 from buildprint.signature.diff import Change, diff
 from buildprint.signature.manifest import SCHEME, Manifest
 from buildprint.store.local import LocalStore
+from buildprint.store.memo import Memo
 
 if TYPE_CHECKING:
     from buildprint.store.cache import RemoteCache

@@ -30,7 +30,7 @@ from pyproject_hooks import (
     UnsupportedOperation,
 )
 
-from buildprint.build.environment import BuildEnvironment, run_guarded
+from buildprint.builder.environment import BuildEnvironment, run_guarded
 from buildprint.errors import BuildFailed, InputError
 
 __all__ = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from buildprint.build.wheel import MANIFEST_NAME, artifact_digest, embed_manifest, read_manifest
+from buildprint.builder.wheel import MANIFEST_NAME, artifact_digest, embed_manifest, read_manifest
 from buildprint.errors import InputError
 
 MANIFEST_A = json.dumps({"signature": "a" * 64, "components": {}}).encode()

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tests.build.sdists import make_sdist
 
 from buildprint.cli.main import main
-from servers.nginx import NginxDav
+from tests.support.sdists import make_sdist
+from tests.support.servers.nginx import NginxDav
 
 pytestmark = pytest.mark.servers
 

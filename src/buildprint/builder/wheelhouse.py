@@ -11,8 +11,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from buildprint.build.memo import Memo, stat_key
 from buildprint.fsio import write_atomic
+from buildprint.store.memo import Memo, stat_key
 
 __all__ = ["Wheelhouse"]
 

@@ -13,20 +13,21 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from buildprint.build import backend
-from buildprint.build.environment import BuildEnvironment, kill_guarded
-from buildprint.build.index import PackageIndex
-from buildprint.build.lock import LockedBuildDeps, PinnedWheel, fetch_pinned, resolve
-from buildprint.build.metadata import install_requirements
-from buildprint.build.patching import apply_patches
-from buildprint.build.planner import Decision, DepResult, PackageNode, Planner
-from buildprint.build.sources import ResolvedSource, SourceResolver
-from buildprint.build.wheel import artifact_digest, embed_manifest
-from buildprint.build.wheelhouse import Wheelhouse
+from buildprint.builder import backend
+from buildprint.builder.environment import BuildEnvironment, kill_guarded
+from buildprint.builder.patching import apply_patches
+from buildprint.builder.wheel import artifact_digest, embed_manifest
+from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, BuildprintError
 from buildprint.inputs.archive import safe_extract
-from buildprint.project.plugins import call_hook
+from buildprint.plan.planner import Decision, DepResult, PackageNode, Planner
+from buildprint.project.hooks import call_hook
 from buildprint.project.settings import PackageSettings
+from buildprint.resolve.index import PackageIndex
+from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
+from buildprint.resolve.metadata import install_requirements
+from buildprint.resolve.pins import fetch_pinned, resolve
+from buildprint.resolve.sources import ResolvedSource, SourceResolver
 from buildprint.signature.compose import PendingDependencies
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact

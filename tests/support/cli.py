@@ -18,18 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# `tests.build.*` must be importable under a bare `pytest` too (see tests/build/conftest.py).
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from tests.build.conftest import backend_wheels  # noqa: E402
-from tests.build.sdists import Backend, make_sdist  # noqa: E402
+from tests.support.sdists import Backend, make_sdist
 
 __all__ = [
     "CliRun",
     "PackageSpec",
-    "backend_wheels",
     "bad_patch",
     "build",
     "copy_project",

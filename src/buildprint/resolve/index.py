@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -30,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
 from buildprint.fsio import fsync_dir
+from buildprint.urls import redact_url, scrub_credentials
 
 __all__ = [
     "DEFAULT_INDEX_URL",
@@ -37,8 +37,6 @@ __all__ = [
     "DistFile",
     "PackageIndex",
     "local_path",
-    "redact_url",
-    "scrub_credentials",
 ]
 
 #: The public index, used when a project sets no ``index-url``.
@@ -50,23 +48,6 @@ INDEX_SETTINGS_HINT = "set `index-url` / `find-links` under [project] in buildpr
 _PEP691_JSON = "application/vnd.pypi.simple.v1+json"
 _ACCEPT = f"{_PEP691_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 _CHUNK = 1 << 20
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` without user/password, so no credential reaches a message or a lock file."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def scrub_credentials(text: str) -> str:
-    """Remove any ``user:pass@`` from free text (e.g. an httpx or uv message that echoes a URL)."""
-    return _USERINFO.sub("***@", text)
 
 
 @dataclass(frozen=True)

@@ -5,19 +5,12 @@ from __future__ import annotations
 import io
 import os
 import stat
-import sys
 import tarfile
 import time
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-# `from tests.inputs.conftest import make_archive` needs the repository root importable,
-# which `python -m pytest` gives but a bare `pytest` does not.
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
 
 __all__ = ["FORMATS", "SDIST", "Item", "make_archive", "make_tree", "set_old_mtimes"]
 

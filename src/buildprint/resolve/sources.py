@@ -9,12 +9,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename
 from packaging.version import InvalidVersion, Version
 
-from buildprint.build.index import DistFile, PackageIndex
-from buildprint.build.memo import Memo, stat_key
 from buildprint.errors import InputError
 from buildprint.inputs.archive import archive_digest
 from buildprint.project.project import is_pinned
 from buildprint.project.settings import SourceSpec
+from buildprint.resolve.index import DistFile, PackageIndex
+from buildprint.store.memo import Memo, stat_key
 
 __all__ = ["ResolvedSource", "SourceResolver"]
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from tests.build.sdists import BACKENDS, Backend, extract_sdist, make_sdist, module_name
 
-from buildprint.build.backend import (
+from buildprint.builder.backend import (
     LEGACY_BACKEND,
     BackendFailed,
     BuildSystem,
@@ -27,8 +26,9 @@ from buildprint.build.backend import (
     read_build_system,
     remap_source_flags,
 )
-from buildprint.build.environment import BuildEnvironment
+from buildprint.builder.environment import BuildEnvironment
 from buildprint.errors import BuildFailed, InputError
+from tests.support.sdists import BACKENDS, Backend, extract_sdist, make_sdist, module_name
 
 WheelPathsFor = Callable[[Backend], list[Path]]
 

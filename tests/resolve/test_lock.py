@@ -7,24 +7,20 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from index_fixtures import make_sdist, make_wheel, serve_index, sha256_of, write_pep503_tree
 from packaging.tags import Tag
 
-from buildprint.build.index import PackageIndex
-from buildprint.build.lock import (
+from buildprint.errors import InputError
+from buildprint.resolve.index import PackageIndex
+from buildprint.resolve.lockfile import (
     Lock,
     LockedBuildDeps,
     PinnedWheel,
     dumps_lock,
-    fetch_pinned,
     load_lock,
-    resolve,
     save_lock,
-    tags_for,
-    update_lock,
-    uv_index_args,
 )
-from buildprint.errors import InputError
+from buildprint.resolve.pins import fetch_pinned, resolve, tags_for, uv_index_args
+from tests.support.indexes import make_sdist, make_wheel, serve_index, sha256_of, write_pep503_tree
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -111,7 +107,9 @@ def test_resolve_against_http_index_keeps_credentials_out_of_the_lock(
     assert "tok3n" not in dumps_lock(Lock({"x": LockedBuildDeps(["a"], pins)}))
 
 
-def test_update_lock_keeps_matching_entries_and_upgrades_on_request(wheel_folder: Path) -> None:
+def test_resolve_keeps_preferred_pins_that_still_fit(wheel_folder: Path) -> None:
+    """An earlier resolution is kept where it still satisfies the requirements (what keeps a
+    re-lock without --upgrade from drifting); without it, the newest allowed versions."""
     index = PackageIndex(str(wheel_folder))
     old_b = PinnedWheel(
         "b",
@@ -120,26 +118,15 @@ def test_update_lock_keeps_matching_entries_and_upgrades_on_request(wheel_folder
         "file:///old/b.whl",
         sha256_of(wheel_folder / "b-1.0-py3-none-any.whl"),
     )
-    existing = LockedBuildDeps(requires=["a", "b>=1"], wheels=[old_b])
-    lock = Lock()
-    lock.set("Alpha_Pkg", existing)
+    kept = resolve(["a"], index, PY, preferences=[old_b])
+    assert [(w.name, w.version) for w in kept] == [("a", "1.0"), ("b", "1.0")]
 
-    # Same declaration (order and spacing differ): untouched, no resolution at all.
-    same = update_lock(lock, "alpha-pkg", ["b >= 1", "a"], index, PY, upgrade=False)
-    assert same is existing
+    newest = resolve(["a", "b>=1"], index, PY)
+    assert [(w.name, w.version) for w in newest] == [("a", "1.0"), ("b", "2.0")]
 
-    # Changed declaration: resolved anew, but the old b pin is still preferred.
-    changed = update_lock(lock, "alpha-pkg", ["a"], index, PY, upgrade=False)
-    assert changed.requires == ["a"]
-    assert [(w.name, w.version) for w in changed.wheels] == [("a", "1.0"), ("b", "1.0")]
-
-    # --upgrade: latest allowed versions.
-    upgraded = update_lock(lock, "alpha-pkg", ["a", "b>=1"], index, PY, upgrade=True)
-    assert [(w.name, w.version) for w in upgraded.wheels] == [("a", "1.0"), ("b", "2.0")]
-    assert lock["alpha-pkg"] is existing  # update_lock never mutates the lock
-
-    fresh = update_lock(Lock(), "new", ["b<2"], index, PY, upgrade=False)
-    assert [(w.name, w.version) for w in fresh.wheels] == [("b", "1.0")]
+    # A preference the requirements no longer allow gives way.
+    moved = resolve(["a", "b>=2"], index, PY, preferences=[old_b])
+    assert [(w.name, w.version) for w in moved] == [("a", "1.0"), ("b", "2.0")]
 
 
 def test_fetch_pinned_verifies_against_the_lock(tmp_path: Path, wheel_folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""Build-layer fixtures: backend wheels available offline, and the wheel set per backend."""
+"""Fixture backends as wheels, available offline: the cache, and the wheel set per backend."""
 
 from __future__ import annotations
 
@@ -16,13 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-# `from tests.build.sdists import make_sdist` needs the repository root importable, which
-# `python -m pytest` gives but a bare `pytest` does not.
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from tests.build.sdists import Backend  # noqa: E402
+from tests.support.sdists import Backend
 
 __all__ = ["BACKEND_ROOTS", "WHEELS_ENV", "backend_wheels", "wheel_paths_for"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from buildprint.build.patching import apply_patches, parse_sections
+from buildprint.builder.patching import apply_patches, parse_sections
 from buildprint.errors import InputError
 
 ORIGINAL = "".join(f"line {n}\n" for n in range(1, 41))

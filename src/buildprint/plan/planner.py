@@ -17,20 +17,19 @@ from typing import Any, Protocol
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from buildprint.build.lock import Lock, LockedBuildDeps
-from buildprint.build.memo import stat_key
-from buildprint.build.snapshot import PlanEntry
-from buildprint.build.sources import ResolvedSource, SourceResolver
 from buildprint.errors import BuildFailed, InputError
 from buildprint.inputs.env import env_value
 from buildprint.inputs.host import HOST_VARIABLE, host_value
 from buildprint.inputs.patches import PatchFolders, find_patches, patches_value
 from buildprint.inputs.plugin import function_reference, module_file, plugin_digest
 from buildprint.inputs.toolchain import interpreter_identity, toolchain_value
-from buildprint.project.plugins import PluginHooks, call_hook, load_function, load_hooks
+from buildprint.plan.snapshot import PlanEntry
+from buildprint.project.hooks import PluginHooks, call_hook, load_function, load_hooks
 from buildprint.project.project import Project
 from buildprint.project.settings import PackageSettings
 from buildprint.project.tracking import HookReads, tracking
+from buildprint.resolve.lockfile import Lock, LockedBuildDeps
+from buildprint.resolve.sources import ResolvedSource, SourceResolver
 from buildprint.signature.canonical import CanonicalValue, digest_value
 from buildprint.signature.compose import (
     DependencyInput,
@@ -43,6 +42,7 @@ from buildprint.signature.diff import Change, changed_paths, diff
 from buildprint.signature.manifest import Manifest, PackageRef
 from buildprint.signature.policy import SignatureDraft
 from buildprint.store.local import LocalStore
+from buildprint.store.memo import stat_key
 from buildprint.store.record import ActionRecord
 
 __all__ = ["Decision", "DepResult", "PackageNode", "PackageView", "Planner", "RemoteLookup"]

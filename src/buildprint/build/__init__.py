@@ -1,1 +1,0 @@
-"""Building wheels: sources, build environments, the graph and its scheduler."""

@@ -1,0 +1,1 @@
+"""Doing it: build environments, the PEP 517 backend, patching, scheduling, wheels."""

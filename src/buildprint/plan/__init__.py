@@ -1,0 +1,1 @@
+"""What to do and why: the package graph, signatures, decisions, plan snapshots."""

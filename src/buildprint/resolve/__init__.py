@@ -1,0 +1,1 @@
+"""Where inputs come from: indexes, sources, the lock file and its pins, metadata."""

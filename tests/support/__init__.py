@@ -1,0 +1,1 @@
+"""Shared test support: fixture sdists and archives, wheel caches, projects, real servers."""
