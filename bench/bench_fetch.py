@@ -33,10 +33,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from buildprint.signature.canonical import digest_bytes
+from buildprint.store import open_remote
 from buildprint.store.cache import RemoteCache
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
-from buildprint.store.remote import open_remote
 from buildprint.store.signing import generate_key, load_signing_key
 from tests.support.servers.nginx import start_nginx
 from tests.support.servers.radosgw import start_radosgw

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import buildprint.resolve.sources as sources
-from buildprint.builder.runner import Outcome
-from buildprint.engine import Engine
+from buildprint import Engine
+from buildprint.builder.outcome import Outcome
 
 __all__ = ["main", "measure", "offline_project"]
 

@@ -32,10 +32,10 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from buildprint import Engine
 from buildprint.builder.patching import apply_patches
 from buildprint.builder.wheel import artifact_digest, embed_manifest
-from buildprint.engine import Engine
-from buildprint.inputs.archive import safe_extract
+from buildprint.inputs.extract import safe_extract
 from buildprint.project.settings import PackageSettings
 from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
 from buildprint.resolve.sources import ResolvedSource

@@ -2,7 +2,8 @@
 
 Each server starts once per session on a free port, keeps its data in a temp folder and is
 stopped at the end. A missing server binary makes the fixture fail with an install hint: a
-test that needs a server must not silently pass without one.
+test that needs a server must not silently pass without one. Every test whose fixtures reach
+one of these servers is marked ``servers`` here, so ``-m "not servers"`` never starts one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ _SESSION = uuid.uuid4().hex[:12]
 HTTP_USER = "bp-user"
 HTTP_PASSWORD = f"bp-http-password-{_SESSION}"
 HTTP_TOKEN = f"bp-bearer-token-{_SESSION}"
+
+#: The fixtures that start a real server. A fixture built on one (``s3_bucket``, ``s3_env``,
+#: ``http_url``, a module's own) is in a test's fixture closure with it, so these suffice.
+SERVER_FIXTURES = frozenset({"nginx_server", "radosgw_server", "pypi_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``servers`` every test whose fixture closure starts a server: none can forget it."""
+    for item in items:
+        if isinstance(item, pytest.Function) and SERVER_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.servers)
 
 
 @pytest.fixture(scope="session")

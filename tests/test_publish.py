@@ -11,11 +11,12 @@ from click.testing import CliRunner
 
 from buildprint.cli.main import main
 from tests.support.sdists import make_sdist
+from tests.support.servers.pypi import PypiServer
 
 
 @pytest.mark.servers
 def test_publish_then_pip_install(
-    tmp_path: Path, backend_wheels: Path, pypi_server: object, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, backend_wheels: Path, pypi_server: PypiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = pypi_server
     make_sdist(tmp_path / "dist", "pubpkg", "1.0", "setuptools")
@@ -27,16 +28,16 @@ def test_publish_then_pip_install(
     (tmp_path / "requirements.txt").write_text("pubpkg==1.0\n")
     runner = CliRunner()
     assert runner.invoke(main, ["build", "-p", str(tmp_path)]).exit_code == 0
-    monkeypatch.setenv("BUILDPRINT_PUBLISH_USER", server.user)  # type: ignore[attr-defined]
-    monkeypatch.setenv("BUILDPRINT_PUBLISH_PASSWORD", server.password)  # type: ignore[attr-defined]
+    monkeypatch.setenv("BUILDPRINT_PUBLISH_USER", server.user)
+    monkeypatch.setenv("BUILDPRINT_PUBLISH_PASSWORD", server.password)
     result = runner.invoke(
         main,
-        ["publish", "--repository-url", server.url, "-p", str(tmp_path)],  # type: ignore[attr-defined]
+        ["publish", "--repository-url", server.url, "-p", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
     assert "pubpkg-1.0-py3-none-any.whl: uploaded" in result.output
-    assert server.password not in result.output  # type: ignore[attr-defined]
-    again = runner.invoke(main, ["publish", "--repository-url", server.url, "-p", str(tmp_path)])  # type: ignore[attr-defined]
+    assert server.password not in result.output
+    again = runner.invoke(main, ["publish", "--repository-url", server.url, "-p", str(tmp_path)])
     assert "exists" in again.output
     target = tmp_path / "installed"
     subprocess.run(
@@ -53,7 +54,7 @@ def test_publish_then_pip_install(
             "--target",
             str(target),
             "pubpkg==1.0",
-        ],  # type: ignore[attr-defined]
+        ],
         check=True,
         env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null", "HOME": str(tmp_path)},
     )

@@ -1,99 +1,113 @@
-"""The library entry point: open a project and plan, build, explain or show its packages.
+"""The library entry point: open a project and plan, build, explain, show or move its builds.
 
-Everything the CLI can do goes through here, so a Python caller can do it too.
+Everything the CLI can do is one call here, so a Python caller can do it too. The engine only
+wires the parts (resolve, plan, builder, store) and opens each when first used: a plan answered
+by its snapshot opens none of them.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from buildprint import __version__
-from buildprint.builder.runner import Builder, Outcome, Preparer, Progress
+from buildprint.builder.outcome import Outcome
+from buildprint.builder.preparer import Preparer
+from buildprint.builder.scheduler import Builder, Progress
+from buildprint.builder.wheel import read_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import InputError
-from buildprint.inputs.host import HOST_VARIABLE
-from buildprint.inputs.patches import PatchFolders
-from buildprint.inputs.toolchain import compiler_command, interpreter_identity
-from buildprint.plan.planner import Decision, DepResult, PackageNode, Planner
+from buildprint.inputs.toolchain import interpreter_identity
+from buildprint.options import Options
+from buildprint.plan.decision import Decision, PlanEntry
+from buildprint.plan.graph import PackageNode, load_graph
+from buildprint.plan.inputs import InputCollector
+from buildprint.plan.planner import Explanation, Planner
 from buildprint.plan.snapshot import (
-    Checks,
-    PlanEntry,
-    PlanSnapshot,
+    collect_checks,
     discard_snapshot,
-    load_snapshot,
-    save_snapshot,
+    kept_entries,
+    settle_snapshot,
+    snapshot_key,
 )
-from buildprint.project.project import (
-    PROJECT_FILE,
-    Project,
-    is_pinned,
-    parse_requirement,
-    read_requirements,
-)
+from buildprint.project.project import Project, is_pinned, parse_requirement, read_requirements
+from buildprint.resolve.closure import with_dependencies
 from buildprint.resolve.index import PackageIndex
 from buildprint.resolve.lockfile import Lock, load_lock, save_lock
 from buildprint.resolve.sources import SourceResolver
-from buildprint.signature.canonical import digest_value
 from buildprint.signature.diff import Change, diff
-from buildprint.signature.manifest import SCHEME, Manifest
+from buildprint.signature.manifest import Manifest
 from buildprint.store.local import LocalStore
 from buildprint.store.memo import Memo
+from buildprint.store.record import ActionRecord
 
 if TYPE_CHECKING:
-    from buildprint.store.cache import RemoteCache
+    from buildprint.publish import Published
+    from buildprint.store.cache import RemoteCache, RemoteListing
+    from buildprint.store.remote import Remote
+    from buildprint.store.signing import SigningKey
 
-__all__ = ["Engine", "Explanation", "Options"]
+__all__ = ["Comparison", "Engine", "Explanation", "Options", "RemoteContents"]
+
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+#: Temp files younger than this may belong to a writer still at work: gc leaves them.
+GC_GRACE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
-class Options:
-    """Run options that come from the command line rather than the project files."""
+class Comparison:
+    """``diff A B``: two manifests and what differs between them."""
 
-    requirements: Sequence[str] = ()
-    requirement_files: Sequence[Path] = ()
-    force: Sequence[str] = ()
-    reuse_by_version: Sequence[str] = ()
-    store: Path | None = None
-    index_url: str | None = None
-    find_links: Sequence[str] = ()
-    remotes: Sequence[str] = ()  # extra remote caches (read and write), tried after settings'
-    with_deps: bool = False  # also build the install dependencies, resolved and locked
+    old: Manifest
+    new: Manifest
+    changes: tuple[Change, ...]
 
 
-@dataclass
-class Explanation:
-    """``why NAME``: the current manifest against the closest stored build."""
+@dataclass(frozen=True)
+class RemoteContents:
+    """``cache ls --remote``: one remote's entries."""
 
-    decision: Decision
-    closest: Manifest | None
-    changes: list[Change] = field(default_factory=list)
+    url: str
+    entries: list[RemoteListing]
 
 
 class Engine:
-    """One project, opened for one run."""
+    """One project, opened for one run (a context manager: :meth:`close` on exit)."""
 
     def __init__(self, project_dir: Path, options: Options | None = None) -> None:
+        self.project_dir = project_dir
         self.options = options or Options()
-        self.project = Project.load(project_dir)
-        settings = self.project.settings.project
-        self.store_dir = (self.options.store or self.project.store_dir).resolve()
-        self.python = settings.python or sys.executable
         self._requirement_files: list[Path] = []
+        self._inspected: list[RemoteCache] = []  # opened to list or verify remotes
         self._ranged: list[str] = []  # requirements whose version an index chose
-        self.snapshot_note = ""  # how the last plan_entries() used the plan snapshot
-        # The rest is opened when first used: a plan answered by its snapshot needs none of it.
+        #: How the last :meth:`plan_entries` used the plan snapshot.
+        self.snapshot_note = ""
+
+    # -- the parts, opened when first used ---------------------------------------------------
+
+    @cached_property
+    def project(self) -> Project:
+        """The project's settings (``buildprint.toml``; package settings as they are asked)."""
+        return Project.load(self.project_dir)
+
+    @cached_property
+    def store_dir(self) -> Path:
+        """The local store: ``--store``, else the project's (``.buildprint`` by default)."""
+        return (self.options.store or self.project.store_dir).resolve()
+
+    @cached_property
+    def python(self) -> str:
+        """The interpreter builds run with (``python`` in the settings, else this one)."""
+        return self.project.settings.project.python or sys.executable
 
     @cached_property
     def index(self) -> PackageIndex:
@@ -120,21 +134,23 @@ class Engine:
         return SourceResolver(self.project.root, self.index, self.memo)
 
     @cached_property
-    def lock(self) -> Lock:
+    def lock_data(self) -> Lock:
+        """``buildprint.lock`` as read (and as the run extends it)."""
         return load_lock(self.project.lock_file) if self.project.lock_file.exists() else Lock()
+
+    @cached_property
+    def collector(self) -> InputCollector:
+        return InputCollector(self.project, self.memo, python=self.python)
 
     @cached_property
     def planner(self) -> Planner:
         self.project.validate()  # every settings file, before anything is written
         return Planner(
-            self.project,
+            self.collector,
             self.store,
-            self.resolver,
-            self.lock,
             remotes=self.remote_cache,
             force=self.options.force,
             reuse_by_version=self.options.reuse_by_version,
-            python=self.python,
         )
 
     @cached_property
@@ -154,13 +170,13 @@ class Engine:
 
     @cached_property
     def remote_cache(self) -> RemoteCache | None:
+        """The project's ``[[remote]]`` caches and ``--remote`` ones, or ``None``."""
         configured = [(r.url, r.read, r.write) for r in self.project.settings.remote]
         configured += [(url, True, True) for url in self.options.remotes]
         if not configured:
             return None
         # Imported here: boto3, httpx and cryptography cost a noticeable part of a no-op plan.
-        from buildprint.store.cache import RemoteCache
-        from buildprint.store.remote import open_remote
+        from buildprint.store import open_remote
         from buildprint.store.signing import generate_key, load_signing_key
 
         remotes = [
@@ -170,6 +186,13 @@ class Engine:
         if key is None and any(write for _, _, write in configured):
             generate_key(self.store_dir)
             key = load_signing_key(self.store_dir)
+        return self._cache_over(remotes, key)
+
+    def _cache_over(self, remotes: list[Remote], key: SigningKey | None) -> RemoteCache:
+        """A cache over ``remotes`` in front of the local store, trusting the project's
+        trusted keys and its own ``key``."""
+        from buildprint.store.cache import RemoteCache
+
         trusted = [k for r in self.project.settings.remote for k in r.trusted_keys]
         return RemoteCache(remotes, self.store, trusted, key)
 
@@ -183,11 +206,13 @@ class Engine:
         """Release resources; ``save=False`` (a run that ended in error) leaves the memo as it
         was, so bad input changes nothing in the store."""
         opened = self.__dict__
-        if opened.get("remote_cache") is not None:
-            for remote in opened["remote_cache"].remotes:
+        for cache in [opened.get("remote_cache"), *self._inspected]:
+            for remote in cache.remotes if cache is not None else ():
                 remote.close()
         if save and "memo" in opened:
             self.memo.save()
+        if save and "resolver" in opened:
+            self.resolver.save()  # the folder sources' tree memos
         if "index" in opened:
             self.index.close()
         if "store" in opened:
@@ -199,9 +224,10 @@ class Engine:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close(save=exc_type is None)
 
-    # -- the graph -------------------------------------------------------------------------
+    # -- the graph ---------------------------------------------------------------------------
 
     def requirements(self) -> list[Requirement]:
+        """What to build: the options' requirements and files, else the project's file."""
         files = self._requirement_files
         files.clear()
         found = [parse_requirement(r) for r in self.options.requirements]
@@ -221,190 +247,92 @@ class Engine:
         return found
 
     def graph(self) -> list[PackageNode]:
+        """The package graph in dependency order; packages not locked yet are locked (and
+        ``buildprint.lock`` written when that changed it)."""
         requirements = self.requirements()
-        self.preparer.built_names = {canonicalize_name(r.name) for r in requirements}
-        self.preparer.read_install_requirements = self.options.with_deps
-        before = (dict(self.lock.packages), dict(self.lock.dependencies))
-        nodes = self.planner.load_graph(
-            requirements, self.preparer.lock, install_requirements=self.options.with_deps
-        )
-        if self.options.with_deps:
-            requirements, nodes = self._with_dependencies(requirements, nodes)
+        lock, preparer, with_deps = self.lock_data, self.preparer, self.options.with_deps
+        preparer.built_names = {canonicalize_name(r.name) for r in requirements}
+        preparer.read_install_requirements = with_deps
+        before = (dict(lock.packages), dict(lock.dependencies))
+
+        def load(wanted: list[Requirement], new: set[str]) -> list[PackageNode]:
+            preparer.built_names |= new
+            return load_graph(
+                self.project,
+                self.resolver,
+                lock,
+                wanted,
+                preparer.lock,
+                install_requirements=with_deps,
+            )
+
+        nodes = load(requirements, set())
+        if with_deps:
+            requirements, nodes = with_dependencies(
+                requirements, nodes, lock, load, origin=self.project.root
+            )
         self._ranged = [
             canonicalize_name(r.name)
             for r in requirements
             if self.project.package_settings(r.name).source is None and not is_pinned(r)
         ]
-        if (dict(self.lock.packages), dict(self.lock.dependencies)) != before:
-            save_lock(self.project.lock_file, self.lock)
+        if (dict(lock.packages), dict(lock.dependencies)) != before:
+            save_lock(self.project.lock_file, lock)
         return nodes
 
-    def _with_dependencies(
-        self, requirements: list[Requirement], nodes: list[PackageNode]
-    ) -> tuple[list[Requirement], list[PackageNode]]:
-        """Add every install dependency, recursively, to the graph. A dependency nobody
-        pinned gets the newest version its requirers allow, once: that choice is locked
-        (``[dependencies]`` in the lock) until ``lock --upgrade``. Requirers that disagree
-        are an error naming them all; pin the dependency to settle it."""
-        extras: dict[str, set[str]] = {}
-        for requirement in requirements:
-            extras.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
-        requested = {canonicalize_name(r.name) for r in requirements}
-        while True:
-            by_name = {node.name: node for node in nodes}
-            wanted = _install_requirements(nodes, extras)
-            new: dict[str, SpecifierSet] = {}
-            grew = False
-            for _, requirement in wanted:
-                name: str = canonicalize_name(requirement.name)
-                if not requirement.extras <= extras.setdefault(name, set()):
-                    extras[name] |= requirement.extras
-                    grew = True
-                if name not in by_name:
-                    new[name] = new.get(name, SpecifierSet()) & requirement.specifier
-            if not new and not grew:
-                break
-            for name, specifier in sorted(new.items()):
-                locked = self.lock.dependencies.get(name)
-                version = locked if locked and specifier.contains(locked, True) else None
-                pin = f"=={version}" if version else str(specifier)
-                requirements.append(Requirement(f"{name}{pin}"))
-            self.preparer.built_names |= set(new)
-            nodes = self.planner.load_graph(
-                requirements, self.preparer.lock, install_requirements=True
-            )
-        chosen = {node.name: node.version for node in nodes}
-        conflicts = [
-            f"{requirer} requires {requirement} but {chosen[name]} is chosen"
-            for requirer, requirement in _install_requirements(nodes, extras)
-            if not requirement.specifier.contains(
-                chosen[name := canonicalize_name(requirement.name)], True
-            )
-        ]
-        if conflicts:
-            raise InputError(
-                "install dependencies disagree: " + "; ".join(conflicts) + ". Pin the "
-                "dependency in the requirements to a version that suits all of them",
-                file=self.project.root,
-            )
-        self.lock.dependencies = {n: v for n, v in sorted(chosen.items()) if n not in requested}
-        return requirements, nodes
+    def lock(self, *, upgrade: bool = False) -> list[PackageNode]:
+        """Lock every package's build requirements (with ``upgrade``, all of them anew), write
+        ``buildprint.lock`` and return the graph; a package whose backend failed to say its
+        requirements has its ``lock_error`` set (the others are locked all the same)."""
+        if upgrade:
+            self.lock_data.packages.clear()
+            self.lock_data.dependencies.clear()
+        return self.graph()
 
-    # -- commands --------------------------------------------------------------------------
+    # -- planning and building -------------------------------------------------------------
 
     def plan(self) -> list[Decision]:
+        """A decision per package, in dependency order, without building anything."""
         return self.planner.plan(self.graph())
 
     def plan_entries(self) -> list[PlanEntry]:
         """``plan`` as printed. While nothing a kept no-op plan rests on has changed, that plan
         is the answer, found in about the time of a stat of every input; otherwise the plan is
-        made in full and, when it reuses everything, kept (see :mod:`.snapshot`).
+        made in full and, when it reuses everything, kept (see :mod:`buildprint.plan.snapshot`).
         :attr:`snapshot_note` then says which it was, and why."""
         file = self.store_dir / "memo" / "plan.json"
-        key = self._snapshot_key()
+        key = snapshot_key(self.options, self.project, self.store_dir, self.python)
         if key is None:
             self.snapshot_note = "not used with --force"
         else:
-            kept = load_snapshot(file)
-            changed = kept.checks.first_change(os.environ) if kept and kept.key == key else None
-            if kept and kept.key == key and changed is None:
-                self.snapshot_note = "used: nothing it rests on changed"
-                return kept.entries
-            self.snapshot_note = f"full plan: {changed} changed" if changed else "full plan"
+            kept, self.snapshot_note = kept_entries(file, key, os.environ)
+            if kept is not None:
+                return kept
         started = time.time_ns()
         decisions = self.plan()
-        entries = [d.entry() for d in decisions]
         if key is None:
             discard_snapshot(file)
-            return entries
-        checks = self._plan_checks(decisions) if _all_reused(decisions) else None
-        why_not = _why_not_kept(checks, started) if checks else "not every package is reused"
-        if checks is not None and why_not is None:
-            save_snapshot(file, PlanSnapshot(key, entries, checks))
-            self.snapshot_note += "; kept"
         else:
-            discard_snapshot(file)
-            self.snapshot_note += f"; not kept: {why_not}"
-        return entries
-
-    def _snapshot_key(self) -> str | None:
-        """The run options a kept plan is valid for; ``None``: never keep one (``--force``)."""
-        if self.options.force:
-            return None
-        return digest_value(
-            {
-                "buildprint": __version__,
-                "scheme": SCHEME,
-                "interpreter": sys.version,
-                # The same interpreter, however it was named (a console script's shebang and
-                # `python -m` differ), is the same key.
-                "python": os.path.realpath(shutil.which(self.python) or self.python),
-                "project": str(self.project.root),
-                "store": str(self.store_dir),
-                "requirements": list(self.options.requirements),
-                "requirement-files": [str(p.resolve()) for p in self.options.requirement_files],
-                "reuse-by-version": sorted(self.options.reuse_by_version),
-                "with-deps": self.options.with_deps,
-                "index-url": self.options.index_url,
-                "find-links": list(self.options.find_links),
-            }
-        )
-
-    def _plan_checks(self, decisions: Sequence[Decision]) -> Checks:
-        """Everything the plan just made rests on (see :mod:`.snapshot`)."""
-        checks = Checks()
-        environ = os.environ
-        project, planner = self.project, self.planner
-        for path in (
-            project.root / PROJECT_FILE,
-            project.lock_file,
-            project.root / "packages",
-            project.patches_dir,
-            *self._requirement_files,
-        ):
-            checks.note_file(path)
-        folders = PatchFolders(project.patches_dir)
-        for decision in decisions:
-            node = decision.node
-            checks.note_file(node.settings_file)
-            for path in (*folders.for_package(node.name, node.version), *node.patches):
-                checks.note_file(path)
-            if node.source.local is not None:
-                if node.source.local.is_dir():
-                    checks.volatile.append(f"{node.name}: source folder {node.source.local}")
-                checks.note_file(node.source.local)
-            if decision.record is not None:
-                checks.note_file(self.store.record_path(decision.record.signature))
-        checks.volatile += [f"{name}: version chosen by the index" for name in self._ranged]
-        for files in planner.code_files.values():
-            checks.files.update(files)
-        for distribution in sorted(planner.code_distributions):
-            checks.note_version(distribution)
-        reads = planner.hook_reads
-        checks.files.update(reads.paths)
-        checks.volatile += sorted(f"a plugin hook used {event}" for event in reads.volatile)
-        names = {
-            HOST_VARIABLE,
-            "CC",
-            "PATH",
-            *project.settings.signature.env_pass_through,
-            *reads.env,
-        }
-        for name in sorted(names):
-            checks.note_env(name, environ)
-        # The toolchain probes: the interpreter and compiler binaries.
-        for program in (self.python, *compiler_command()[:1]):
-            found = shutil.which(program)
-            if found is not None:
-                checks.note_file(os.path.realpath(found))
-        # buildprint's own code: an upgrade may compose signatures differently.
-        for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
-            if name.startswith("buildprint") and file:
-                checks.note_file(file)
-        return checks
+            self.snapshot_note += "; " + settle_snapshot(
+                file,
+                key,
+                decisions,
+                started,
+                lambda: collect_checks(
+                    self.project,
+                    decisions,
+                    self.collector,
+                    self.store,
+                    requirement_files=self._requirement_files,
+                    ranged=self._ranged,
+                    environ=os.environ,
+                ),
+            )
+        return [d.entry() for d in decisions]
 
     def build(self, jobs: int = 1, progress: Progress | None = None) -> list[Outcome]:
+        """Build what changed with ``jobs`` workers; reuse or fetch the rest. A failed build
+        fails its dependents, not the run: see each :class:`Outcome`."""
         cache = self.remote_cache
         fetched: set[str] = set()
         if cache is not None:
@@ -424,50 +352,16 @@ class Engine:
         )
         return builder.run(self.graph(), jobs, progress)
 
-    def why(self, name: str) -> Explanation:
-        """Compare what ``name`` would get now with the closest stored build. A package
-        still waiting on a dependency's build is compared by a provisional manifest, in
-        which each such dependency contributes ``(after NAME is built)``."""
-        name = canonicalize_name(name)
-        decisions = {d.node.name: d for d in self.plan()}
-        if name not in decisions:
-            raise InputError(f"{name} is not among the requirements", file=self.project.root)
-        decision = decisions[name]
-        if (
-            decision.record is not None
-            and decision.action in ("reuse", "fetch")
-            and not decision.changes
-        ):
-            closest: Manifest | None = Manifest.from_json(decision.record.manifest)
-            current = decision.manifest
-        else:
-            current = decision.manifest or self._provisional_manifest(name, decisions)
-            candidate = self.planner.closest(decision.node, current) if current else None
-            closest = candidate.manifest_obj if candidate else None
-        if closest is None or current is None:
-            return Explanation(decision, closest)
-        return Explanation(decision, closest, diff(closest, current, self.planner.lookup_manifest))
+    # -- explaining --------------------------------------------------------------------------
 
-    def _provisional_manifest(
-        self, name: str, decisions: Mapping[str, Decision]
-    ) -> Manifest | None:
-        results: dict[str, DepResult] = {}
-        for node_name, decision in decisions.items():  # dependency order
-            manifest = decision.manifest
-            if manifest is None:
-                known = {d: results[d] for d in decision.node.deps if d in results}
-                if len(known) < len(decision.node.deps):
-                    return None
-                manifest = self.planner.manifest(decision.node, known)
-            artifact = (
-                decision.record.artifacts[0].content_digest
-                if decision.record is not None
-                else f"(after {node_name} is built)"
-            )
-            results[node_name] = DepResult(decision.node.version, manifest.signature, artifact)
-            if node_name == name:
-                return manifest
-        return None
+    def why(self, name: str) -> Explanation:
+        """Compare what ``name`` would get now with the closest stored build (a package
+        waiting on a dependency's build, by a provisional manifest)."""
+        name = canonicalize_name(name)
+        decisions = self.plan()
+        if name not in {d.node.name for d in decisions}:
+            raise InputError(f"{name} is not among the requirements", file=self.project.root)
+        return self.planner.explain(name, decisions)
 
     def manifest_of(self, name: str) -> Manifest:
         """The manifest ``name`` would get now (stored dependencies' results filled in)."""
@@ -482,33 +376,122 @@ class Engine:
                 return decision.manifest
         raise InputError(f"{name} is not among the requirements", file=self.project.root)
 
+    def show(self, what: str) -> Manifest:
+        """The manifest of a wheel file, a manifest file, a signature in the store, or a
+        package of the project (as it would be built now)."""
+        if what.endswith(".whl") or _SIGNATURE.fullmatch(what) or Path(what).is_file():
+            return self.load_manifest(what)
+        return self.manifest_of(what)
 
-def _install_requirements(
-    nodes: Sequence[PackageNode], extras: Mapping[str, set[str]]
-) -> list[tuple[str, Requirement]]:
-    """(requirer, requirement) for every install requirement that applies here: its marker
-    holds for this interpreter with no extra or with one the requirer was asked for."""
-    found = []
-    for node in nodes:
-        for text in node.locked.runtime or ():
-            requirement = Requirement(text)
-            marker = requirement.marker
-            asked = ("", *sorted(extras.get(node.name, ())))
-            if marker is None or any(marker.evaluate({"extra": extra}) for extra in asked):
-                found.append((node.name, requirement))
-    return found
+    def load_manifest(self, what: str) -> Manifest:
+        """A manifest from a wheel, a manifest file, or a signature in the store."""
+        path = Path(what)
+        if path.suffix == ".whl":
+            if not path.is_file():
+                raise InputError("no such wheel", file=path)
+            data = read_manifest(path)
+            if data is None:
+                raise InputError("wheel carries no buildprint manifest", file=path)
+            return Manifest.from_bytes(data, source=str(path))
+        if path.is_file():
+            return Manifest.from_bytes(path.read_bytes(), source=str(path))
+        if _SIGNATURE.fullmatch(what):
+            if self.store_dir.is_dir():
+                record = self.store.get_record(what)
+                if record is not None:
+                    return Manifest.from_json(record.manifest, source=f"store:{what}")
+            raise InputError(f"signature {what} is not in the store", file=self.store_dir)
+        raise InputError(f"{what!r} is neither a wheel, a manifest file nor a signature")
 
+    def diff(self, a: str, b: str) -> Comparison:
+        """Compare two manifests (each a signature, a wheel or a manifest file)."""
+        old, new = self.load_manifest(a), self.load_manifest(b)
+        return Comparison(old, new, tuple(diff(old, new)))
 
-def _all_reused(decisions: Sequence[Decision]) -> bool:
-    return all(d.action == "reuse" and not d.changes for d in decisions)
+    # -- the store and the remotes ---------------------------------------------------------
 
+    def records(self) -> list[ActionRecord]:
+        """The builds in the local store, by name, version and date."""
+        return sorted(self.store.records(), key=lambda r: (r.name, r.version, r.created))
 
-def _why_not_kept(checks: Checks, started_ns: int) -> str | None:
-    """Why a plan resting on ``checks`` cannot be kept (``None``: it can)."""
-    if checks.volatile:
-        return checks.volatile[0]
-    racy = checks.changed_since(started_ns)
-    return f"{racy} changed as the plan ran" if racy else None
+    def verify_store(self) -> list[str]:
+        """Re-hash every blob and check every record of the local store; the problems."""
+        return self.store.verify()
+
+    def collect_garbage(self) -> int:
+        """Remove blobs no record refers to and temp files of writers gone for an hour (the
+        local store only); how many files were removed."""
+        keep = {r.signature for r in self.store.records()}
+        return self.store.gc(keep, grace_seconds=GC_GRACE_SECONDS)
+
+    def push(self) -> int:
+        """Push every local build to the writable remotes; how many records."""
+        cache = self._configured_cache()
+        return len([cache.push(record) for record in self.store.records()])
+
+    def pull(self) -> tuple[int, int]:
+        """Fetch from the remotes every planned package they hold: (fetched, found)."""
+        cache = self._configured_cache()
+        wanted = [d.record for d in self.plan() if d.action == "fetch" and d.record]
+        return len(cache.fetch_many(wanted)), len(wanted)
+
+    def _configured_cache(self) -> RemoteCache:
+        if self.remote_cache is None:
+            raise InputError("no remote configured ([[remote]] in buildprint.toml or --remote)")
+        return self.remote_cache
+
+    def list_remotes(
+        self, urls: Sequence[str] = (), *, configured: bool = False, read_records: bool = True
+    ) -> list[RemoteContents]:
+        """The entries of the remotes at ``urls`` (and, with ``configured``, the project's
+        ``[[remote]]`` ones), each record read and verified unless not ``read_records``."""
+        cache = self._inspection_cache(urls, configured)
+        return [
+            RemoteContents(remote.url, cache.list_remote(remote, read_records=read_records))
+            for remote in cache.remotes
+        ]
+
+    def verify_remotes(
+        self, urls: Sequence[str] = (), *, configured: bool = False, download: bool = False
+    ) -> list[str]:
+        """Check every entry of those remotes (trusted signature, own name, blobs present, or
+        re-hashed with ``download``); the problems. Nothing is changed anywhere."""
+        cache = self._inspection_cache(urls, configured)
+        return [
+            p for remote in cache.remotes for p in cache.verify_remote(remote, download=download)
+        ]
+
+    def _inspection_cache(self, urls: Sequence[str], configured: bool) -> RemoteCache:
+        """For listing and verifying: read-only remotes (closed with the engine)."""
+        from buildprint.store import open_remote
+        from buildprint.store.signing import load_signing_key
+
+        settings = self.project.settings
+        if configured and not settings.remote and not urls:
+            raise InputError(
+                "no [[remote]] in buildprint.toml", file=self.project.root / "buildprint.toml"
+            )
+        wanted = list(urls) + ([r.url for r in settings.remote] if configured else [])
+        remotes = [open_remote(url, writable=False) for url in dict.fromkeys(wanted)]
+        cache = self._cache_over(remotes, load_signing_key(self.store_dir))
+        self._inspected.append(cache)
+        return cache
+
+    def generate_key(self) -> str:
+        """Create the store's signing key (kept if it exists) and return its public id."""
+        from buildprint.store.signing import generate_key
+
+        return generate_key(self.store_dir)
+
+    def publish(self, repository_url: str) -> list[Published]:
+        """Upload the wheelhouse's wheels to a package index (pypiserver, devpi)."""
+        from buildprint.publish import publish
+
+        wheelhouse = self.project.wheelhouse_dir
+        wheels = sorted(wheelhouse.glob("*.whl"))
+        if not wheels:
+            raise InputError("no wheels to publish", file=wheelhouse)
+        return publish(wheels, repository_url)
 
 
 def _project_path(root: Path, location: str | None) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 
 __all__ = [
     "can_sync_filesystem",
+    "copy_atomic",
     "fsync_dir",
     "fsync_file",
     "stat_key",
@@ -104,3 +106,25 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def copy_atomic(source: Path, target: Path, *, link: bool = False) -> None:
+    """Replace ``target`` with a copy of ``source`` (with ``link``, a hard link where the file
+    system allows one), through a temp file beside it and a rename, like :func:`write_atomic`
+    (the caller flushes when the copy must survive a crash)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        if link:
+            os.unlink(tmp)
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+        else:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -19,14 +19,16 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from buildprint.builder.runner import Outcome
+from buildprint.builder.outcome import Outcome
 from buildprint.cli import render
 from buildprint.cli.progress import BuildProgress
-from buildprint.plan.planner import Decision, PackageNode
+from buildprint.plan.decision import Decision
+from buildprint.plan.graph import PackageNode
 from buildprint.project.settings import PackageSettings
 from buildprint.resolve.lockfile import LockedBuildDeps
 from buildprint.resolve.sources import ResolvedSource
 from buildprint.signature.diff import ABSENT, Change
+from buildprint.states import Done
 from buildprint.store.record import ActionRecord, Artifact
 from tests.support.cli import BUILDPRINT, PackageSpec, cli_env, write_project
 
@@ -70,7 +72,7 @@ CHANGES = [
 ]
 
 
-def decision_for(name: str, kind: str) -> Decision:
+def decision_for(name: str, kind: Done) -> Decision:
     """A decision as the planner makes them, for an outcome of ``kind``."""
     package = node(name)
     if kind == "reused":
@@ -82,11 +84,11 @@ def decision_for(name: str, kind: str) -> Decision:
             package, "fetch", record=record(name), reason="same signature in a remote cache"
         )
     if kind == "built":
-        return Decision(package, "build", changes=list(CHANGES), reason="inputs changed")
+        return Decision(package, "build", changes=tuple(CHANGES), reason="inputs changed")
     return Decision(package, "build", reason="never built")
 
 
-def outcome_for(decision: Decision, kind: str, seconds: float) -> Outcome:
+def outcome_for(decision: Decision, kind: Done, seconds: float) -> Outcome:
     if kind == "failed":
         return Outcome(
             decision,
@@ -99,7 +101,7 @@ def outcome_for(decision: Decision, kind: str, seconds: float) -> Outcome:
     return Outcome(decision, kind, rec, seconds=seconds)
 
 
-KINDS = ["reused", "fetched", "built", "built", "failed"]
+KINDS: list[Done] = ["reused", "fetched", "built", "built", "failed"]
 
 
 def terminal() -> tuple[Console, StringIO]:
@@ -194,7 +196,7 @@ def test_many_threads_hammering_the_display_keep_exact_counts() -> None:
 
         def work(chunk: list[str]) -> None:
             for i, name in enumerate(chunk):
-                kind = ("reused", "built")[i % 2]
+                kind: Done = "built" if i % 2 else "reused"
                 decision = decision_for(name, kind)
                 progress("start", decision)
                 progress("done", outcome_for(decision, kind, 0.01))
@@ -239,9 +241,10 @@ def test_an_error_inside_the_run_stops_the_display_too() -> None:
 def test_plain_lines_when_the_console_is_not_a_terminal() -> None:
     buffer = StringIO()
     console = Console(file=buffer, force_terminal=False, width=100)
+    cases: dict[str, Done] = {"alpha": "built", "beta": "reused", "gamma": "failed"}
     with BuildProgress(console) as progress:
         assert not progress.live
-        for name, kind in (("alpha", "built"), ("beta", "reused"), ("gamma", "failed")):
+        for name, kind in cases.items():
             decision = decision_for(name, kind)
             progress("start", decision)
             progress("done", outcome_for(decision, kind, 3.0))
@@ -269,10 +272,8 @@ def test_long_change_lists_are_shortened_and_counted() -> None:
 
 
 def test_summary_table_counts_outcomes_and_gives_the_reason_per_package() -> None:
-    outcomes = [
-        outcome_for(decision_for(name, kind), kind, 2.0)
-        for name, kind in (("alpha", "reused"), ("beta", "built"), ("gamma", "failed"))
-    ]
+    cases: dict[str, Done] = {"alpha": "reused", "beta": "built", "gamma": "failed"}
+    outcomes = [outcome_for(decision_for(name, kind), kind, 2.0) for name, kind in cases.items()]
     buffer = StringIO()
     Console(file=buffer, width=200, color_system=None).print(
         render.summary_table(outcomes, "build")

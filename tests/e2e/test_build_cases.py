@@ -108,6 +108,7 @@ def test_unchanged_project_reuses_everything(project: Path) -> None:
 # -- source ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # rebuilds several packages: over 10 s
 def test_sdist_content_change_builds_alpha_and_its_artifact_dependents(project: Path) -> None:
     write_sdist(project, replace(ALPHA, files={"alpha/extra.py": "X = 1\n"}))
     entries = plan(project)
@@ -138,6 +139,7 @@ def test_same_content_repacked_is_reused(project: Path) -> None:
 # -- patches ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # rebuilds several packages: over 10 s
 def test_patch_added_then_edited_builds_with_the_patch(project: Path) -> None:
     patch = project / "patches" / "alpha" / "0001-x.patch"
     patch.parent.mkdir(parents=True)
@@ -277,6 +279,7 @@ def test_locked_build_dependency_change_builds(project: Path, backend_wheels: Pa
 # -- host --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # rebuilds several packages: over 10 s
 def test_host_change_builds_only_packages_that_keep_host(project: Path) -> None:
     host = {"BUILDPRINT_HOST_SIGNATURE": "cuda-12.4"}
     entries = plan(project, env=host)
@@ -297,6 +300,7 @@ def test_host_change_builds_only_packages_that_keep_host(project: Path) -> None:
 # -- dependency modes --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # rebuilds several packages: over 10 s
 def test_patch_level_bump_of_dependency_keeps_minor_mode_dependent(project: Path) -> None:
     bumped = PackageSpec("alpha", "1.0.1", settings=ALPHA.settings)
     sdist = write_sdist(project, bumped)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from buildprint.builder.environment import kill_guarded, run_guarded
+from buildprint.builder.guard import kill_guarded, run_guarded
 from tests.support.cli import BUILDPRINT, PackageSpec, cli_env, plan, write_project
 
 # setup.py runs inside the PEP 517 backend. In the wheel build it starts a child (standing in
@@ -143,7 +143,7 @@ def test_a_guarded_command_and_its_child_end_with_the_caller(tmp_path: Path) -> 
     )
     caller = (
         "import os, sys, threading, time\n"
-        "from buildprint.builder.environment import run_guarded\n"
+        "from buildprint.builder.guard import run_guarded\n"
         "worker = threading.Thread(\n"
         f"    target=run_guarded, args=([sys.executable, '-c', {command!r}],),\n"
         "    kwargs={'env': dict(os.environ)}, daemon=True)\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from buildprint.engine import Engine, Options
-from buildprint.plan.snapshot import PlanEntry
+from buildprint import Engine, Options
+from buildprint.plan.decision import PlanEntry
 from buildprint.store.local import LocalStore
 from tests.support.cli import PackageSpec, build, copy_project, write_project
 

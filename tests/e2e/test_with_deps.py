@@ -11,6 +11,9 @@ import pytest
 from tests.support.cli import build, plan, run_cli
 from tests.support.sdists import make_sdist
 
+#: Every case resolves through setuptools metadata builds: 10 to 50 s each on 2 cores.
+pytestmark = pytest.mark.slow
+
 SETUPTOOLS = 'requires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
 
 

@@ -9,6 +9,7 @@ import os
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildprint.errors import ArchiveError, InputError
-from buildprint.inputs.archive import SourceDigest, archive_digest, safe_extract
+from buildprint.inputs.archive import archive_digest
+from buildprint.inputs.extract import safe_extract
+from buildprint.inputs.records import SourceDigest
 from buildprint.inputs.tree import tree_digest
 from tests.support.archives import FORMATS, SDIST, Item, make_archive
 
@@ -58,7 +61,7 @@ def test_raw_sha256_is_the_sha256_of_the_archive_file(tmp_path: Path, fmt: str) 
     assert archive_digest(archive).raw_sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
-MUTATIONS = {
+MUTATIONS: dict[str, Callable[[list[Item]], list[Item]]] = {
     "one changed byte": lambda items: _replace(
         items,
         "src/demo/core.py",
@@ -228,8 +231,8 @@ def _unsafe_zip(kind: str, path: Path, box: Path) -> tuple[Path, str]:
         return _zip_with(path, ("demo-1.0/a", link, b"."), (name, link, b"a/../..")), name
     if kind == "through-symlink":
         name = "demo-1.0/link/escaped.txt"
-        link = ("demo-1.0/link", stat.S_IFLNK | 0o777, b"sub")
-        return _zip_with(path, link, (name, reg, b"pwned")), name
+        through = ("demo-1.0/link", stat.S_IFLNK | 0o777, b"sub")
+        return _zip_with(path, through, (name, reg, b"pwned")), name
     if kind == "device":
         name = "demo-1.0/null"
         return _zip_with(path, (name, stat.S_IFCHR | 0o666, b"")), name

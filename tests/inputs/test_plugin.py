@@ -278,6 +278,27 @@ def test_dynamic_module_use_takes_the_whole_module(tmp_path: Path) -> None:
     assert changed_keys(before, plugin_digest(root, "plugins.delta")) == {"plugins.table:b"}
 
 
+def test_dynamic_import_in_a_regular_package_takes_its_submodules(tmp_path: Path) -> None:
+    """``importlib.import_module(name)`` inside a package with ``__init__.py``: every
+    submodule counts, and the package's own ``__init__`` is not taken for one of them."""
+    root = tmp_path / "p"
+    write(root / "plugins" / "__init__.py", "")
+    write(root / "plugins" / "flags.py", "LEVEL = 1\n")
+    write(
+        root / "plugins" / "epsilon.py",
+        """\
+        import importlib
+
+        def signature(pkg, sig):
+            sig.add("x", importlib.import_module(pkg.settings["module"]).LEVEL)
+        """,
+    )
+    before = plugin_digest(root, "plugins.epsilon")
+    edit(root / "plugins" / "flags.py", "LEVEL = 1", "LEVEL = 2")
+    after = plugin_digest(root, "plugins.epsilon")
+    assert "plugins.flags:LEVEL" in changed_keys(before, after)
+
+
 def test_import_time_statements_and_mutations_count(tmp_path: Path) -> None:
     root = tmp_path / "p"
     write(

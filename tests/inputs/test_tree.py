@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from buildprint.errors import InputError
-from buildprint.inputs import tree as tree_module
 from buildprint.inputs.tree import TreeMemo, tree_digest
 from tests.support.archives import SDIST, Item, make_tree, set_old_mtimes
 
@@ -39,7 +38,7 @@ def opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             seen.append(os.path.basename(os.fsdecode(path)))
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(tree_module.os, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_open)
     return seen
 
 
@@ -250,6 +249,27 @@ def test_memo_does_not_trust_a_replaced_file_with_the_same_stat(
     finally:
         os.close(held)
     assert "src/demo/__init__.py" in _files_opened(opens, sdist_tree)
+
+
+def test_memo_counts_hits_and_reads_and_knows_when_it_changed(
+    sdist_tree: Path, tmp_path: Path
+) -> None:
+    regular = sum(1 for item in SDIST if item.kind == "file")
+    memo = TreeMemo.load(tmp_path / "memo.json")
+    tree_digest(sdist_tree, memo)
+    assert (memo.hits, memo.reads, memo.changed) == (0, regular, True)
+    memo.save()
+    assert not memo.changed
+
+    loaded = TreeMemo.load(tmp_path / "memo.json")
+    tree_digest(sdist_tree, loaded)
+    assert (loaded.hits, loaded.reads, loaded.changed) == (regular, 0, False)
+
+    (sdist_tree / "data/blob.bin").unlink()  # a file gone is a change, with nothing read
+    tree_digest(sdist_tree, loaded)
+    assert (loaded.hits, loaded.reads, loaded.changed) == (regular - 1, 0, True)
+    tree_digest(sdist_tree, loaded)
+    assert loaded.changed  # still unsaved
 
 
 def test_memo_save_without_a_path_is_refused() -> None:

@@ -53,7 +53,9 @@ def test_manifest_round_trips_and_detects_tampering() -> None:
     again = Manifest.from_bytes(manifest.to_bytes())
     assert again == manifest and again.signature == manifest.signature
     data = manifest.to_json()
-    data["components"]["env"]["value"] = {"CFLAGS": "-O3"}  # type: ignore[index]
+    components = data["components"]
+    assert isinstance(components, dict) and isinstance(components["env"], dict)
+    components["env"]["value"] = {"CFLAGS": "-O3"}
     with pytest.raises(InputError, match="digest does not match"):
         Manifest.from_json(data)
 

@@ -40,4 +40,6 @@ def test_recursion_into_dependency_manifests() -> None:
     changes = diff(app_old, app_new, store.get)
     assert changed_paths(changes) == ["deps/lib"]
     assert [c.path for c in changes[0].children] == ["source"]
-    assert changes[0].to_json()["because"][0]["new"] == "2" * 64  # type: ignore[index]
+    because = changes[0].to_json()["because"]
+    assert isinstance(because, list) and isinstance(because[0], dict)
+    assert because[0]["new"] == "2" * 64

@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from buildprint.store import open_remote
 from buildprint.store.cache import RemoteCache
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord
-from buildprint.store.remote import open_remote
 from buildprint.store.signing import generate_key, load_signing_key
 from tests.support.servers.nginx import NginxDav
 

@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from buildprint.store import open_remote
 from buildprint.store.remote import (
     RemoteAccessDenied,
     RemoteError,
     RemoteIntegrityError,
     RemoteMissing,
     RemoteUnavailable,
-    open_remote,
 )
 from tests.support.servers._proc import free_port
 from tests.support.servers.nginx import NginxDav
@@ -84,7 +84,7 @@ def test_concurrent_publishers_leave_one_consistent_entry(http_url: str) -> None
 
 def test_concurrent_processes_publish_one_entry(http_url: str) -> None:
     code = (
-        "import sys; from buildprint.store.remote import open_remote;"
+        "import sys; from buildprint.store import open_remote;"
         "r = open_remote(sys.argv[1], writable=True);"
         "print(r.put_record('" + SIG + "', sys.argv[2].encode() * 5000))"
     )

@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
+from buildprint.store import open_remote
 from buildprint.store.remote import (
     RemoteAccessDenied,
     RemoteIntegrityError,
     RemoteMissing,
     RemoteUnavailable,
-    open_remote,
 )
 from buildprint.store.s3 import S3Remote
 from tests.support.servers._proc import free_port
@@ -97,7 +97,7 @@ def test_concurrent_publishers_leave_one_consistent_entry(s3_env: str) -> None:
 
 def test_concurrent_processes_publish_one_entry(s3_env: str) -> None:
     code = (
-        "import sys; from buildprint.store.remote import open_remote;"
+        "import sys; from buildprint.store import open_remote;"
         "r = open_remote(sys.argv[1], writable=True);"
         "print(r.put_record('" + SIG + "', sys.argv[2].encode() * 5000))"
     )

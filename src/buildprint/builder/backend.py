@@ -30,8 +30,10 @@ from pyproject_hooks import (
     UnsupportedOperation,
 )
 
-from buildprint.builder.environment import BuildEnvironment, run_guarded
+from buildprint.builder.environment import BuildEnvironment
+from buildprint.builder.guard import run_guarded
 from buildprint.errors import BuildFailed, InputError
+from buildprint.project.toml import line_of
 
 __all__ = [
     "DEFAULT_SOURCE_DATE_EPOCH",
@@ -92,26 +94,6 @@ class BackendFailed(BuildFailed):
 # -- reading [build-system] ----------------------------------------------------------------
 
 
-def _key_line(text: str, table: str, key: str) -> int | None:
-    """Line (1-based) of ``key = ...`` inside ``[table]``; good enough to point a user at it."""
-    in_table = table == ""  # "" means the top level, before any [table] header
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("["):
-            in_table = line.strip("[] \t") == table
-            continue
-        if in_table and re.match(rf"^[\"']?{re.escape(key)}[\"']?\s*=", line):
-            return number
-    return None
-
-
-def _table_line(text: str, table: str) -> int | None:
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip().strip("[] \t") == table and raw.strip().startswith("["):
-            return number
-    return None
-
-
 def read_build_system(source_dir: Path) -> BuildSystem:
     """Read ``<source_dir>/pyproject.toml``'s ``[build-system]``, with the PEP 517 defaults.
 
@@ -142,11 +124,11 @@ def read_build_system(source_dir: Path) -> BuildSystem:
         raise InputError(
             "[build-system] must be a table",
             file=pyproject,
-            line=_key_line(text, "", "build-system"),
+            line=line_of(text, ["build-system"]),
         )
 
     def bad(key: str, message: str) -> InputError:
-        line = _key_line(text, "build-system", key) or _table_line(text, "build-system")
+        line = line_of(text, ["build-system", key])
         return InputError(f"[build-system] {message}", file=pyproject, line=line)
 
     if "requires" not in table:

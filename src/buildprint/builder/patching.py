@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildprint.builder.environment import run_guarded
+from buildprint.builder.guard import run_guarded
 from buildprint.errors import InputError
 
 __all__ = ["PatchSection", "apply_patches", "parse_sections"]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import html
-import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from buildprint.fsio import write_atomic
-from buildprint.store.memo import Memo, stat_key
+from buildprint.fsio import copy_atomic, stat_key, write_atomic
+from buildprint.store.memo import Memo
 
 __all__ = ["Wheelhouse"]
 
@@ -40,11 +37,7 @@ class Wheelhouse:
         target = self.root / filename
         with self._lock:
             if self._known_digest(target) != sha256:
-                self.root.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
-                os.close(fd)
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, target)
+                copy_atomic(source, target)
                 self._digests.put(filename, {"state": stat_key(target), "sha256": sha256})
                 self._index(canonicalize_name(parse_wheel_filename(filename)[0]))
                 self._digests.save()

@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
-from buildprint.builder.runner import Outcome
-from buildprint.builder.wheel import read_manifest
+from buildprint import Engine, Options
 from buildprint.cli import render
 from buildprint.cli.progress import BuildProgress
-from buildprint.engine import Engine, Options
-from buildprint.errors import BuildFailed, BuildprintError, InputError
-from buildprint.plan.planner import Decision
-from buildprint.project.project import Project
-from buildprint.signature.diff import changed_paths, diff
-from buildprint.signature.manifest import Manifest
-from buildprint.store.local import LocalStore
+from buildprint.errors import BuildFailed, BuildprintError
+from buildprint.signature.diff import changed_paths
+
+if TYPE_CHECKING:
+    from buildprint.builder.outcome import Outcome
+    from buildprint.plan.decision import Decision
 
 __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 out = Console(soft_wrap=False)
 err = Console(stderr=True, soft_wrap=False)
@@ -228,29 +224,6 @@ def why(name: str, project: Path, store: Path | None, as_json: bool) -> None:
     )
 
 
-def _load_manifest(what: str, project: Path, store: Path | None) -> Manifest:
-    """A manifest from a wheel, a manifest file, or a signature in the project's store."""
-    path = Path(what)
-    if path.suffix == ".whl":
-        if not path.is_file():
-            raise InputError("no such wheel", file=path)
-        data = read_manifest(path)
-        if data is None:
-            raise InputError("wheel carries no buildprint manifest", file=path)
-        return Manifest.from_bytes(data, source=str(path))
-    if path.is_file():
-        return Manifest.from_bytes(path.read_bytes(), source=str(path))
-    if _SIGNATURE.fullmatch(what):
-        root = _store_root(project, store)
-        if root.is_dir():
-            with LocalStore(root) as local:
-                record = local.get_record(what)
-            if record is not None:
-                return Manifest.from_json(record.manifest, source=f"store:{what}")
-        raise InputError(f"signature {what} is not in the store", file=root)
-    raise InputError(f"{what!r} is neither a wheel, a manifest file nor a signature")
-
-
 @main.command()
 @click.argument("what")
 @project_option
@@ -259,11 +232,8 @@ def _load_manifest(what: str, project: Path, store: Path | None) -> Manifest:
 @reports_errors
 def show(what: str, project: Path, store: Path | None, as_json: bool) -> None:
     """Print the manifest of NAME (as it would be built now), a SIGNATURE, or a WHEEL."""
-    if what.endswith(".whl") or _SIGNATURE.fullmatch(what) or Path(what).is_file():
-        manifest = _load_manifest(what, project, store)
-    else:
-        with _engine(project, store=store) as engine:
-            manifest = engine.manifest_of(what)
+    with _engine(project, store=store) as engine:
+        manifest = engine.show(what)
     if as_json:
         click.echo(render.dump_json(manifest.to_json()))
     else:
@@ -279,8 +249,9 @@ def show(what: str, project: Path, store: Path | None, as_json: bool) -> None:
 @reports_errors
 def diff_command(a: str, b: str, project: Path, store: Path | None, as_json: bool) -> None:
     """Compare two manifests (signatures, wheels or manifest files)."""
-    old, new = _load_manifest(a, project, store), _load_manifest(b, project, store)
-    changes = diff(old, new)
+    with _engine(project, store=store) as engine:
+        compared = engine.diff(a, b)
+    old, new, changes = compared.old, compared.new, compared.changes
     if as_json:
         click.echo(
             render.dump_json(
@@ -306,21 +277,13 @@ def lock(project: Path, upgrade: bool, store: Path | None, with_deps: bool) -> N
     """Pin every package's build requirements in buildprint.lock (and, with --with-deps, the
     versions of the install dependencies)."""
     with _engine(project, store=store, with_deps=with_deps) as engine:
-        if upgrade:
-            engine.lock.packages.clear()
-            engine.lock.dependencies.clear()
-        nodes = engine.graph()
+        nodes = engine.lock(upgrade=upgrade)
     for node in nodes:
         pins = ", ".join(f"{w.name}=={w.version}" for w in node.locked.wheels)
         out.print(f"{node.name} {node.version}: {node.lock_error or pins or '(none)'}")
     failed = [node.name for node in nodes if node.lock_error]
     if failed:
         raise BuildFailed(f"could not lock {', '.join(failed)}")
-
-
-def _store_root(project: Path, store: Path | None) -> Path:
-    """The store a command works on: ``--store``, else the project's."""
-    return (store or Project.load(project).store_dir).resolve()
 
 
 @main.group()
@@ -334,34 +297,13 @@ def keys() -> None:
 @reports_errors
 def keys_generate(project: Path, store: Path | None) -> None:
     """Create the project's signing key (kept in the store) and print its public key."""
-    from buildprint.store.signing import generate_key
-
-    click.echo(generate_key(_store_root(project, store)))
+    with _engine(project, store=store) as engine:
+        click.echo(engine.generate_key())
 
 
 @main.group()
 def cache() -> None:
     """Inspect and move entries between the local store and remote caches."""
-
-
-def _cache_remotes(
-    project: Path, store: Path | None, urls: Sequence[str], configured: bool
-) -> tuple[Any, list[Any]]:
-    """For ``cache ls/verify``: a RemoteCache over the local store and the remotes asked for
-    (``--remote`` URLs, plus the project's ``[[remote]]`` entries with ``--remotes``), trusting
-    the project's trusted keys and its own key."""
-    from buildprint.store.cache import RemoteCache
-    from buildprint.store.remote import open_remote
-    from buildprint.store.signing import load_signing_key
-
-    loaded = Project.load(project)
-    root = (store or loaded.store_dir).resolve()
-    wanted = list(urls) + ([r.url for r in loaded.settings.remote] if configured else [])
-    if configured and not loaded.settings.remote and not urls:
-        raise InputError("no [[remote]] in buildprint.toml", file=loaded.root / "buildprint.toml")
-    remotes = [open_remote(url, writable=False) for url in dict.fromkeys(wanted)]
-    trusted = [k for r in loaded.settings.remote for k in r.trusted_keys]
-    return RemoteCache(remotes, LocalStore(root), trusted, load_signing_key(root)), remotes
 
 
 _remote_options = [
@@ -411,69 +353,26 @@ def cache_ls(
     For a remote every entry is listed with its size and date; its record is read and
     verified (trusted keys) to show name, version and wheels, unless --signatures-only.
     """
+    with _engine(project, store=store) as engine:
+        if remote_urls or configured:
+            contents = engine.list_remotes(
+                remote_urls, configured=configured, read_records=not signatures_only
+            )
+        else:
+            records = engine.records()
     if remote_urls or configured:
-        cache, remotes = _cache_remotes(project, store, remote_urls, configured)
-        listed: list[dict[str, Any]] = []
-        try:
-            for remote in remotes:
-                entries = cache.list_remote(remote, read_records=not signatures_only)
-                listed.append(
-                    {
-                        "url": remote.url,
-                        "records": [
-                            {
-                                "signature": e.signature,
-                                "size": e.size,
-                                "modified": e.modified,
-                                "verified": e.record is not None,
-                                "name": e.record.name if e.record else None,
-                                "version": e.record.version if e.record else None,
-                                "created": e.record.created if e.record else None,
-                                "wheels": [a.filename for a in e.record.artifacts]
-                                if e.record
-                                else [],
-                                "problem": e.problem,
-                            }
-                            for e in entries
-                        ],
-                    }
-                )
-        finally:
-            for remote in remotes:
-                remote.close()
-            cache.local.close()
+        listed = [render.remote_json(c) for c in contents]
         if as_json:
             click.echo(render.dump_json({"remotes": listed}))
             return
         for block in listed:
             out.print(f"{block['url']}: {len(block['records'])} record(s)", highlight=False)
             for row in block["records"]:
-                what = (
-                    f"{row['name']} {row['version']} {' '.join(row['wheels'])}"
-                    if row["verified"]
-                    else ("(not verified)" if row["problem"] else "")
-                )
-                out.print(
-                    f"  {row['signature'][:16]} {row['size'] if row['size'] is not None else '?'}"
-                    f" {row['modified'] or '?'} {what}".rstrip(),
-                    highlight=False,
-                )
+                out.print(render.remote_row(row), highlight=False)
         for block in listed:
             _warn([row["problem"] for row in block["records"] if row["problem"]])
         return
-    root = _store_root(project, store)
-    with LocalStore(root) as local:
-        records = sorted(local.records(), key=lambda r: (r.name, r.version, r.created))
-    rows = [
-        {
-            "name": r.name,
-            "version": r.version,
-            "signature": r.signature,
-            "created": r.created,
-            "wheels": [a.filename for a in r.artifacts],
-        }
-        for r in records
-    ]
+    rows = [render.record_json(r) for r in records]
     if as_json:
         click.echo(render.dump_json({"records": rows}))
         return
@@ -508,20 +407,11 @@ def cache_verify(
     the record's own name, every blob present, or re-hashed with --download). Nothing is
     changed, locally or remotely.
     """
-    if remote_urls or configured:
-        cache, remotes = _cache_remotes(project, store, remote_urls, configured)
-        problems: list[str] = []
-        try:
-            for remote in remotes:
-                problems += cache.verify_remote(remote, download=download)
-        finally:
-            for remote in remotes:
-                remote.close()
-            cache.local.close()
-    else:
-        root = _store_root(project, store)
-        with LocalStore(root) as local:
-            problems = local.verify()
+    with _engine(project, store=store) as engine:
+        if remote_urls or configured:
+            problems = engine.verify_remotes(remote_urls, configured=configured, download=download)
+        else:
+            problems = engine.verify_store()
     for problem in problems:
         click.echo(problem, err=True)  # one line each, never wrapped: scripts grep these
     out.print(f"{len(problems)} problem(s)")
@@ -539,10 +429,8 @@ def cache_gc(project: Path, store: Path | None) -> None:
     deleted by buildprint, so a reader never loses a blob under a record); expire them with
     the server's own tools (S3 lifecycle rules, a cron job on the WebDAV folder).
     """
-    root = _store_root(project, store)
-    with LocalStore(root) as local:
-        keep = {r.signature for r in local.records()}
-        removed = local.gc(keep, grace_seconds=3600)
+    with _engine(project, store=store) as engine:
+        removed = engine.collect_garbage()
     out.print(f"removed {removed} file(s)")
 
 
@@ -555,11 +443,9 @@ def cache_push(
 ) -> None:
     """Push every local build to the writable remotes."""
     with _engine(**options) as engine:
-        if engine.remote_cache is None:
-            raise InputError("no remote configured ([[remote]] in buildprint.toml or --remote)")
-        pushed = [engine.remote_cache.push(r) for r in engine.store.records()]
+        pushed = engine.push()
         _warn(engine.problems)
-    out.print(f"pushed {len(pushed)} record(s)")
+    out.print(f"pushed {pushed} record(s)")
 
 
 @cache.command(name="pull")
@@ -571,12 +457,9 @@ def cache_pull(
 ) -> None:
     """Fetch from the remotes every planned package they hold."""
     with _engine(**options) as engine:
-        if engine.remote_cache is None:
-            raise InputError("no remote configured ([[remote]] in buildprint.toml or --remote)")
-        wanted = [d.record for d in engine.plan() if d.action == "fetch" and d.record]
-        fetched = engine.remote_cache.fetch_many([r for r in wanted if r is not None])
+        fetched, found = engine.pull()
         _warn(engine.problems)
-    out.print(f"fetched {len(fetched)} of {len(wanted)} record(s)")
+    out.print(f"fetched {fetched} of {found} record(s)")
 
 
 @main.command()
@@ -592,13 +475,8 @@ def cache_pull(
 @reports_errors
 def publish(repository_url: str, project: Path, as_json: bool) -> None:
     """Upload the wheelhouse's wheels to a package index."""
-    from buildprint.publish import publish as upload
-
-    wheelhouse = Project.load(project).wheelhouse_dir
-    wheels = sorted(wheelhouse.glob("*.whl"))
-    if not wheels:
-        raise InputError("no wheels to publish", file=wheelhouse)
-    results = upload(wheels, repository_url)
+    with _engine(project) as engine:
+        results = engine.publish(repository_url)
     if as_json:
         click.echo(render.dump_json({"published": [r.__dict__ for r in results]}))
     else:

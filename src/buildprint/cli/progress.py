@@ -15,9 +15,10 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from buildprint.builder.runner import Outcome
-from buildprint.cli.render import OUTCOMES, duration, outcome_why, style, why
-from buildprint.plan.planner import Decision
+from buildprint.builder.outcome import Outcome
+from buildprint.cli.render import duration, outcome_why, style, why
+from buildprint.plan.decision import Decision
+from buildprint.states import OUTCOMES
 
 __all__ = ["BuildProgress"]
 
@@ -83,7 +84,7 @@ class BuildProgress:
         self._known: set[str] = set()
         self._running: dict[str, _Running] = {}
         self._finished: dict[str, Outcome] = {}
-        self._counts = dict.fromkeys(OUTCOMES, 0)
+        self._counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._began = clock()
         self._stopped = False
         self._display: Live | None = None

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from buildprint.builder.runner import Outcome
-from buildprint.plan.planner import Decision
-from buildprint.plan.snapshot import PlanEntry
+from buildprint.builder.outcome import Outcome
+from buildprint.plan.decision import Decision, PlanEntry
 from buildprint.signature.canonical import CanonicalValue
 from buildprint.signature.diff import ABSENT, Change
 from buildprint.signature.manifest import Manifest
+from buildprint.states import ACTIONS, OUTCOMES
+from buildprint.store.record import ActionRecord
+
+if TYPE_CHECKING:
+    from buildprint.engine import RemoteContents
 
 __all__ = [
-    "ACTIONS",
-    "OUTCOMES",
     "changes_tree",
     "decision_json",
     "dump_json",
@@ -27,17 +29,15 @@ __all__ = [
     "manifest_table",
     "outcome_json",
     "outcome_why",
+    "record_json",
+    "remote_json",
+    "remote_row",
     "short_paths",
     "style",
     "summary_counts",
     "summary_table",
     "why",
 ]
-
-#: What ``build`` can report per package, in the order counts are shown.
-OUTCOMES = ("reused", "fetched", "built", "failed")
-#: What ``plan`` can decide per package, in the order counts are shown.
-ACTIONS = ("reuse", "fetch", "build", "pending")
 
 _STYLE = {
     "reuse": "green",
@@ -79,6 +79,7 @@ def decision_json(decision: Decision | PlanEntry) -> dict[str, Any]:
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
     out = decision_json(outcome.decision)
     out["action"] = outcome.done
+    out["reason"] = outcome.reason
     if outcome.record is not None:
         out["signature"] = outcome.record.signature
         out["wheel"] = outcome.record.artifacts[0].filename
@@ -144,7 +145,8 @@ def outcome_why(outcome: Outcome, width: int | None = None) -> str:
     """Why, for a finished package: the failure (first line, and where its log is) for a
     failed one, else the reason it was reused, fetched or built."""
     if outcome.done != "failed":
-        return why(outcome.decision, width)
+        entry = outcome.decision.entry()
+        return why(replace(entry, reason=outcome.reason), width)
     lines = (outcome.error or "").strip().splitlines()
     message = lines[0] if lines else outcome.decision.reason or "failed"
     if outcome.log is not None:
@@ -156,7 +158,7 @@ def summary_counts(rows: Sequence[Decision | PlanEntry] | Sequence[Outcome]) -> 
     """Packages per outcome (build) or per action (plan); every known kind is present."""
     done = [row.done if isinstance(row, Outcome) else row.action for row in rows]
     kinds = OUTCOMES if rows and isinstance(rows[0], Outcome) else ACTIONS
-    counts = dict.fromkeys(kinds, 0)
+    counts: dict[str, int] = dict.fromkeys(kinds, 0)
     for kind in done:
         counts[kind] = counts.get(kind, 0) + 1
     return counts
@@ -227,5 +229,44 @@ def manifest_table(manifest: Manifest) -> Table:
     return table
 
 
-def print_console() -> Console:
-    return Console(soft_wrap=False)
+def record_json(record: ActionRecord) -> dict[str, Any]:
+    """One build of the local store, as ``cache ls --json`` lists it."""
+    return {
+        "name": record.name,
+        "version": record.version,
+        "signature": record.signature,
+        "created": record.created,
+        "wheels": [a.filename for a in record.artifacts],
+    }
+
+
+def remote_json(contents: RemoteContents) -> dict[str, Any]:
+    """One remote's entries, as ``cache ls --remote --json`` lists them."""
+    return {
+        "url": contents.url,
+        "records": [
+            {
+                "signature": e.signature,
+                "size": e.size,
+                "modified": e.modified,
+                "verified": e.record is not None,
+                "name": e.record.name if e.record else None,
+                "version": e.record.version if e.record else None,
+                "created": e.record.created if e.record else None,
+                "wheels": [a.filename for a in e.record.artifacts] if e.record else [],
+                "problem": e.problem,
+            }
+            for e in contents.entries
+        ],
+    }
+
+
+def remote_row(row: dict[str, Any]) -> str:
+    """One line of ``cache ls --remote``: signature, size, date, and what it holds."""
+    what = (
+        f"{row['name']} {row['version']} {' '.join(row['wheels'])}"
+        if row["verified"]
+        else ("(not verified)" if row["problem"] else "")
+    )
+    size = row["size"] if row["size"] is not None else "?"
+    return f"  {row['signature'][:16]} {size} {row['modified'] or '?'} {what}".rstrip()

@@ -1,4 +1,4 @@
-"""Canonical content digests of source archives (tar and zip) and their safe extraction."""
+"""Reading source archives (tar and zip) member by member, checked, and their canonical digest."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import hashlib
 import io
 import lzma
 import os
-import shutil
 import stat
 import tarfile
-import tempfile
 import time
 import zipfile
 import zlib
@@ -19,53 +17,42 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Final, Literal, cast
 
 from isal import igzip, isal_zlib
 
 from buildprint.errors import ArchiveError
+from buildprint.inputs.records import (
+    SourceDigest,
+    canonical_digest,
+    dir_record,
+    encode_path,
+    file_record,
+    is_ignored,
+    link_record,
+)
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
-    "DIR_MARK",
-    "EXEC_FILE_MARK",
-    "FILE_MARK",
-    "IGNORED_NAMES",
-    "IGNORED_ROOT_NAMES",
-    "IGNORED_SUFFIXES",
-    "LINK_MARK",
-    "SCHEME",
-    "ArchiveError",
-    "SourceDigest",
+    "CHUNK",
+    "DIR",
+    "FILE",
+    "HARDLINK",
+    "READ_ERRORS",
+    "SYMLINK",
+    "ArchiveLayout",
+    "Member",
+    "MemberKind",
     "archive_digest",
-    "canonical_digest",
-    "dir_record",
-    "file_record",
-    "is_ignored",
-    "link_record",
-    "safe_extract",
+    "archive_suffix",
+    "member_path",
+    "open_members",
 ]
-
-#: Name of the canonical scheme; it prefixes the hashed stream so that a future
-#: change of encoding can never collide with a digest made under this one.
-SCHEME = "buildprint-source-v1"
-_HEADER = SCHEME.encode("ascii") + b"\0"
-
-#: Names ignored at any depth: VCS metadata and build or tool debris that a build
-#: creates inside a source tree; hashing them would make every in-place build
-#: change the source digest.
-IGNORED_NAMES = frozenset(
-    {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".venv", ".buildprint"}
-)
-#: Name endings ignored at any depth (byte code, setuptools metadata directories).
-IGNORED_SUFFIXES = (".pyc", ".egg-info")
-#: Names ignored only directly under the source root: setuptools' output folders.
-#: Deeper down they are ordinary sources (``src/build/`` is the ``build`` package).
-IGNORED_ROOT_NAMES = frozenset({"build", "dist"})
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
 
-_CHUNK = 1 << 20
+#: Read size for member contents and decompressed streams.
+CHUNK = 1 << 20
 # tarfile's internal read size: large enough to amortise Python calls, small enough
 # that its per-header buffer slicing stays cheap for archives of many small files.
 _TAR_BUFSIZE = 64 << 10
@@ -77,11 +64,16 @@ _MAX_HOPS = 40
 # digest of a zip advances in one pass despite skipped data descriptors.
 _GAP_FILL = 1 << 16
 
-_FILE, _DIR, _LINK, _HARDLINK = "file", "dir", "symlink", "hardlink"
+#: What an archive member is (tar hard links become regular files in the layout).
+MemberKind = Literal["file", "dir", "symlink", "hardlink"]
+FILE: Final = "file"
+DIR: Final = "dir"
+SYMLINK: Final = "symlink"
+HARDLINK: Final = "hardlink"
 
-# What a broken or truncated archive raises somewhere in the decompression and
-# parsing stack; all of it is reported as ArchiveError, never as a traceback.
-_READ_ERRORS: tuple[type[BaseException], ...] = (
+#: What a broken or truncated archive raises somewhere in the decompression and
+#: parsing stack; all of it is reported as ArchiveError, never as a traceback.
+READ_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError,
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -95,66 +87,6 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     NotImplementedError,  # zip compression methods zipfile does not know
     RuntimeError,  # encrypted zip members
 )
-
-
-@dataclass(frozen=True)
-class SourceDigest:
-    """The ``source`` component: canonical content digest plus provenance.
-
-    ``digest`` identifies the content (see docs/source-digest.md); ``files`` counts
-    regular files and symlinks, ``size`` sums regular-file bytes, ``raw_sha256`` is
-    the sha256 of the archive file itself (None for a directory).
-    """
-
-    digest: str
-    files: int
-    size: int
-    raw_sha256: str | None
-
-
-# -- canonical records (shared with tree.py) ------------------------------------------
-
-
-#: Record markers. Every record starts with the path and a NUL, and paths never hold
-#: NUL, so plain byte order of whole records is the byte order of their paths.
-DIR_MARK = b"\0D\0"
-FILE_MARK = b"\0F\0-\0"
-EXEC_FILE_MARK = b"\0F\0x\0"
-LINK_MARK = b"\0L\0"
-
-
-def dir_record(path: bytes) -> bytes:
-    """Canonical record of a directory at root-relative ``path``."""
-    return path + DIR_MARK
-
-
-def file_record(path: bytes, executable: bool, digest: str) -> bytes:
-    """Canonical record of a regular file: path, exec bit, hex sha256 of its content."""
-    return path + (EXEC_FILE_MARK if executable else FILE_MARK) + digest.encode("ascii") + b"\0"
-
-
-def link_record(path: bytes, target: bytes) -> bytes:
-    """Canonical record of a symbolic link: path and the target exactly as stored."""
-    return path + LINK_MARK + target + b"\0"
-
-
-def canonical_digest(records: list[bytes]) -> str:
-    """Digest of one record per entry; sorting makes member and walk order irrelevant."""
-    records.sort()
-    return hashlib.sha256(_HEADER + b"".join(records)).hexdigest()
-
-
-def is_ignored(parts: list[str]) -> bool:
-    """Whether a root-relative path (split on ``/``) is excluded from source digests."""
-    if parts and parts[0] in IGNORED_ROOT_NAMES:
-        return True
-    return any(name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES) for name in parts)
-
-
-def _encode(path: str) -> bytes:
-    # surrogateescape round-trips names that were not valid UTF-8 to their raw bytes,
-    # the same bytes os.fsencode gives for them once extracted.
-    return path.encode("utf-8", "surrogateescape")
 
 
 # -- reading the archive file once ------------------------------------------------------
@@ -210,7 +142,7 @@ class _RawHasher(io.RawIOBase):
         """Hash the bytes never read and return the file's hex sha256."""
         fd = self._file.fileno()
         while True:
-            block = os.pread(fd, _CHUNK, self._hashed)
+            block = os.pread(fd, CHUNK, self._hashed)
             if not block:
                 return self._sha.hexdigest()
             self._sha.update(block)
@@ -240,7 +172,7 @@ class _TarStream:
         if self._offset >= len(self._chunk):
             if self._eof:
                 return b""
-            data = self._source.read(_CHUNK)
+            data = self._source.read(CHUNK)
             if not data:
                 self._eof = True
                 return b""
@@ -268,12 +200,12 @@ class _TarStream:
 
 
 @dataclass(slots=True)
-class _Member:
+class Member:
     """One archive member, path already normalised and checked."""
 
     name: str
     original: str
-    kind: str
+    kind: MemberKind
     executable: bool = False
     target: str = ""
     mtime: int = 0
@@ -282,14 +214,14 @@ class _Member:
 
 @dataclass(slots=True)
 class _Entry:
-    kind: str
+    kind: MemberKind
     executable: bool = False
     digest: str = ""
     size: int = 0
     target: str = ""
 
 
-def _normalize(name: str, archive: Path, what: str = "member") -> str | None:
+def member_path(name: str, archive: Path, what: str = "member") -> str | None:
     """Root-relative POSIX path of a member name; None for the root itself."""
     if "\0" in name:
         raise ArchiveError(f"{what} {name!r} has a NUL byte in its name", file=archive)
@@ -301,9 +233,9 @@ def _normalize(name: str, archive: Path, what: str = "member") -> str | None:
     return "/".join(parts) if parts else None
 
 
-def _iter_tar(tar: tarfile.TarFile, archive: Path) -> Iterator[_Member]:
+def _iter_tar(tar: tarfile.TarFile, archive: Path) -> Iterator[Member]:
     for info in tar:
-        name = _normalize(info.name, archive)
+        name = member_path(info.name, archive)
         if name is None:
             continue  # "./": the root directory itself
         executable = bool(info.mode & stat.S_IXUSR)
@@ -313,13 +245,13 @@ def _iter_tar(tar: tarfile.TarFile, archive: Path) -> Iterator[_Member]:
             content = tar.extractfile(info)
             assert content is not None  # regular members always have content
             # .raw skips BufferedReader's extra copy of every chunk.
-            yield _Member(name, info.name, _FILE, executable, "", int(info.mtime), content.raw.read)  # type: ignore[attr-defined]
+            yield Member(name, info.name, FILE, executable, "", int(info.mtime), content.raw.read)  # type: ignore[attr-defined]
         elif info.isdir():
-            yield _Member(name, info.name, _DIR)
+            yield Member(name, info.name, DIR)
         elif info.issym():
-            yield _Member(name, info.name, _LINK, target=info.linkname)
+            yield Member(name, info.name, SYMLINK, target=info.linkname)
         elif info.islnk():
-            yield _Member(name, info.name, _HARDLINK, executable, info.linkname, int(info.mtime))
+            yield Member(name, info.name, HARDLINK, executable, info.linkname, int(info.mtime))
         elif info.ischr() or info.isblk():
             raise ArchiveError(f"member {info.name!r} is a device file", file=archive)
         elif info.isfifo():
@@ -330,24 +262,24 @@ def _iter_tar(tar: tarfile.TarFile, archive: Path) -> Iterator[_Member]:
             )
 
 
-def _iter_zip(zipped: zipfile.ZipFile, archive: Path) -> Iterator[_Member]:
+def _iter_zip(zipped: zipfile.ZipFile, archive: Path) -> Iterator[Member]:
     # File order keeps the raw hash advancing in a single pass over the file.
     for info in sorted(zipped.infolist(), key=lambda item: item.header_offset):
-        name = _normalize(info.filename, archive)
+        name = member_path(info.filename, archive)
         if name is None:
             continue
         mode = info.external_attr >> 16 if info.create_system == 3 else 0
         kind = stat.S_IFMT(mode)
         mtime = int(_zip_mtime(info))
         if info.is_dir() or kind == stat.S_IFDIR:
-            yield _Member(name, info.filename, _DIR)
+            yield Member(name, info.filename, DIR)
         elif kind == stat.S_IFLNK:
             if info.file_size > _MAX_LINK:
                 raise ArchiveError(
                     f"member {info.filename!r}: symlink target too long", file=archive
                 )
             target = zipped.read(info).decode("utf-8", "surrogateescape")
-            yield _Member(name, info.filename, _LINK, target=target)
+            yield Member(name, info.filename, SYMLINK, target=target)
         elif kind in (stat.S_IFCHR, stat.S_IFBLK):
             raise ArchiveError(f"member {info.filename!r} is a device file", file=archive)
         elif kind == stat.S_IFIFO:
@@ -356,8 +288,8 @@ def _iter_zip(zipped: zipfile.ZipFile, archive: Path) -> Iterator[_Member]:
             raise ArchiveError(f"member {info.filename!r} has unsupported type", file=archive)
         else:
             with zipped.open(info) as content:
-                yield _Member(
-                    name, info.filename, _FILE, bool(mode & stat.S_IXUSR), "", mtime, content.read
+                yield Member(
+                    name, info.filename, FILE, bool(mode & stat.S_IXUSR), "", mtime, content.read
                 )
 
 
@@ -369,7 +301,8 @@ def _zip_mtime(info: zipfile.ZipInfo) -> float:
         return 0.0
 
 
-def _suffix(path: Path) -> str:
+def archive_suffix(path: Path) -> str:
+    """The archive type of ``path``, by its name (one of :data:`ARCHIVE_SUFFIXES`)."""
     lowered = path.name.lower()
     for suffix in ARCHIVE_SUFFIXES:
         if lowered.endswith(suffix):
@@ -380,13 +313,13 @@ def _suffix(path: Path) -> str:
 
 
 @contextmanager
-def _members(path: Path) -> Iterator[tuple[Iterator[_Member], Callable[[], str]]]:
+def open_members(path: Path) -> Iterator[tuple[Iterator[Member], Callable[[], str]]]:
     """Open ``path`` and yield its members plus a function giving the raw sha256.
 
     The raw function may only be called once every member was consumed; for tar it
     also proves the archive is complete (end-of-archive block, compression trailer).
     """
-    suffix = _suffix(path)
+    suffix = archive_suffix(path)
     try:
         raw = _RawHasher(path)
     except OSError as exc:
@@ -400,11 +333,11 @@ def _members(path: Path) -> Iterator[tuple[Iterator[_Member], Callable[[], str]]
         if suffix in (".tar.gz", ".tgz"):
             source = cast(IO[bytes], igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
         elif suffix == ".tar.bz2":
-            source = bz2.BZ2File(io.BufferedReader(raw, _CHUNK))
+            source = bz2.BZ2File(io.BufferedReader(raw, CHUNK))
         elif suffix == ".tar.xz":
-            source = lzma.LZMAFile(io.BufferedReader(raw, _CHUNK))  # noqa: SIM115
+            source = lzma.LZMAFile(io.BufferedReader(raw, CHUNK))  # noqa: SIM115
         else:
-            source = io.BufferedReader(raw, _CHUNK)
+            source = io.BufferedReader(raw, CHUNK)
         stream = _TarStream(source, keep=2 * _TAR_BUFSIZE + 1024)
         try:
             tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
@@ -424,7 +357,7 @@ def _members(path: Path) -> Iterator[tuple[Iterator[_Member], Callable[[], str]]
                         f"archive is truncated or corrupt at byte {tar.offset} of its tar stream",
                         file=path,
                     )
-                while stream.read(_CHUNK):  # reach EOF so the compressor checks its trailer
+                while stream.read(CHUNK):  # reach EOF so the compressor checks its trailer
                     pass
                 return raw.finish()
 
@@ -436,47 +369,47 @@ def _members(path: Path) -> Iterator[tuple[Iterator[_Member], Callable[[], str]]
 # -- the layout of an archive ---------------------------------------------------------------
 
 
-class _Layout:
+class ArchiveLayout:
     """The tree an archive describes, checked member by member before anything is written."""
 
     def __init__(self, archive: Path) -> None:
         self.archive = archive
         self.entries: dict[str, _Entry] = {}
 
-    def _fail(self, member: _Member, why: str) -> ArchiveError:
+    def _fail(self, member: Member, why: str) -> ArchiveError:
         return ArchiveError(f"member {member.original!r} {why}", file=self.archive)
 
-    def add(self, member: _Member) -> _Entry:
+    def add(self, member: Member) -> _Entry:
         entries = self.entries
         parts = member.name.split("/")
         for depth in range(1, len(parts)):
             ancestor = "/".join(parts[:depth])
             found = entries.get(ancestor)
             if found is None:
-                entries[ancestor] = _Entry(_DIR)
-            elif found.kind != _DIR:
+                entries[ancestor] = _Entry(DIR)
+            elif found.kind != DIR:
                 raise self._fail(member, f"lies inside {ancestor!r}, which is a {found.kind}")
         existing = entries.get(member.name)
-        if existing is not None and (existing.kind == _DIR) != (member.kind == _DIR):
+        if existing is not None and (existing.kind == DIR) != (member.kind == DIR):
             raise self._fail(member, f"replaces a {existing.kind} of the same name")
-        if member.kind == _DIR:
-            return existing or entries.setdefault(member.name, _Entry(_DIR))
-        if member.kind == _LINK:
+        if member.kind == DIR:
+            return existing or entries.setdefault(member.name, _Entry(DIR))
+        if member.kind == SYMLINK:
             if not member.target or "\0" in member.target:
                 raise self._fail(member, "is a symlink with an empty or invalid target")
             if member.target.startswith("/"):
                 raise self._fail(member, f"is a symlink to an absolute path {member.target!r}")
-            entry = _Entry(_LINK, target=member.target)
-        elif member.kind == _HARDLINK:
-            target = _normalize(member.target, self.archive, f"hard link {member.original!r} to")
+            entry = _Entry(SYMLINK, target=member.target)
+        elif member.kind == HARDLINK:
+            target = member_path(member.target, self.archive, f"hard link {member.original!r} to")
             source = entries.get(target) if target is not None else None
-            if source is None or source.kind != _FILE:
+            if source is None or source.kind != FILE:
                 raise self._fail(
                     member, f"is a hard link to {member.target!r}, not an earlier regular file"
                 )
-            entry = _Entry(_FILE, member.executable, source.digest, source.size)
+            entry = _Entry(FILE, member.executable, source.digest, source.size)
         else:
-            entry = _Entry(_FILE, member.executable)
+            entry = _Entry(FILE, member.executable)
         entries[member.name] = entry
         return entry
 
@@ -485,7 +418,7 @@ class _Layout:
         tops = {name.partition("/")[0] for name in self.entries}
         if len(tops) == 1:
             (top,) = tops
-            if self.entries[top].kind == _DIR:
+            if self.entries[top].kind == DIR:
                 return top
         return None
 
@@ -494,7 +427,7 @@ class _Layout:
         top = self.top()
         floor = 1 if top is not None else 0
         for name, entry in self.entries.items():
-            if entry.kind == _LINK and self._escapes(name, floor):
+            if entry.kind == SYMLINK and self._escapes(name, floor):
                 raise ArchiveError(
                     f"member {name!r} is a symlink to {entry.target!r}, "
                     "which points outside the source tree",
@@ -518,7 +451,7 @@ class _Layout:
                 continue
             stack.append(part)
             found = self.entries.get("/".join(stack))
-            if found is not None and found.kind == _LINK:
+            if found is not None and found.kind == SYMLINK:
                 hops += 1
                 if hops > _MAX_HOPS or found.target.startswith("/"):
                     return True
@@ -536,12 +469,12 @@ class _Layout:
             relative = name[cut:]
             if not relative or is_ignored(relative.split("/")):
                 continue
-            path = _encode(relative)
-            if entry.kind == _DIR:
+            path = encode_path(relative)
+            if entry.kind == DIR:
                 records.append(dir_record(path))
-            elif entry.kind == _LINK:
+            elif entry.kind == SYMLINK:
                 files += 1
-                records.append(link_record(path, _encode(entry.target)))
+                records.append(link_record(path, encode_path(entry.target)))
             else:
                 files += 1
                 size += entry.size
@@ -549,13 +482,13 @@ class _Layout:
         return SourceDigest(canonical_digest(records), files, size, raw_sha256)
 
 
-# -- public API -------------------------------------------------------------------------------
+# -- the digest -----------------------------------------------------------------------------
 
 
 def _hash_content(read: Callable[[int], bytes | memoryview]) -> tuple[str, int]:
     sha = hashlib.sha256()
     size = 0
-    while chunk := read(_CHUNK):
+    while chunk := read(CHUNK):
         sha.update(chunk)
         size += len(chunk)
     return sha.hexdigest(), size
@@ -566,12 +499,12 @@ def archive_digest(path: Path) -> SourceDigest:
 
     The single top-level directory (``name-version/``) is stripped, so the result
     equals ``tree_digest(safe_extract(path, dest))``. Unsafe members are refused
-    exactly as :func:`safe_extract` refuses them.
+    exactly as :func:`buildprint.inputs.extract.safe_extract` refuses them.
     """
     path = Path(path)
-    layout = _Layout(path)
+    layout = ArchiveLayout(path)
     try:
-        with _members(path) as (members, finish):
+        with open_members(path) as (members, finish):
             for member in members:
                 entry = layout.add(member)
                 if member.read is not None:
@@ -579,104 +512,6 @@ def archive_digest(path: Path) -> SourceDigest:
             raw_sha256 = finish()
     except ArchiveError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"cannot read archive: {exc}", file=path) from None
     return layout.source_digest(raw_sha256)
-
-
-def _write_file(target: str, member: _Member) -> None:
-    assert member.read is not None
-    if os.path.lexists(target):
-        os.unlink(target)  # a later member of the same name wins, as with tar
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(target, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        while chunk := member.read(_CHUNK):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-        _finish_file(fd, member)
-    finally:
-        os.close(fd)
-
-
-def _finish_file(fd: int, member: _Member) -> None:
-    # Only the exec bit is meaningful; everything else gets a fixed mode.
-    os.fchmod(fd, 0o755 if member.executable else 0o644)
-    if member.mtime > 0:
-        # Build systems (make, autotools) compare timestamps of shipped files.
-        os.utime(fd, (member.mtime, member.mtime))
-
-
-def safe_extract(path: Path, dest: Path) -> Path:
-    """Extract ``path`` into ``dest`` and return the source root.
-
-    The root is ``dest/<top>`` when every member sits under one top-level directory,
-    else ``dest``. Members with ``..`` or absolute paths, links escaping the tree,
-    devices and fifos are refused with :class:`ArchiveError` naming the member.
-    Members are unpacked into a private folder inside ``dest`` and only moved into
-    place when the whole archive was read and checked, so a refused or corrupt
-    archive leaves ``dest`` as it was and nothing is ever written outside it.
-    """
-    path, dest = Path(path), Path(dest)
-    _suffix(path)  # refuse unknown types before touching dest
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ArchiveError(f"cannot create destination {dest}: {exc.strerror}", file=path) from None
-    staging = tempfile.mkdtemp(prefix=".buildprint-extract-", dir=dest)
-    layout = _Layout(path)
-    try:
-        with _members(path) as (members, finish):
-            for member in members:
-                layout.add(member)  # refuses before anything is written
-                target = os.path.join(staging, member.name)
-                # No symlink exists on disk yet (they are made last), so creating
-                # parents cannot be redirected outside the staging folder.
-                if member.kind == _DIR:
-                    os.makedirs(target, exist_ok=True)
-                    continue
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                if member.kind == _FILE:
-                    _write_file(target, member)
-                elif member.kind == _HARDLINK:
-                    source = _normalize(member.target, path)
-                    assert source is not None  # checked by layout.add
-                    if os.path.lexists(target):
-                        os.unlink(target)
-                    shutil.copyfile(os.path.join(staging, source), target)
-                    fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-                    try:
-                        _finish_file(fd, member)
-                    finally:
-                        os.close(fd)
-            finish()
-        layout.check_links()
-        for name, entry in layout.entries.items():
-            if entry.kind == _LINK:
-                target = os.path.join(staging, name)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                if os.path.lexists(target):
-                    os.unlink(target)
-                os.symlink(entry.target, target)
-        return _move_into_place(path, Path(staging), dest, layout.top())
-    except ArchiveError:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except _READ_ERRORS as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ArchiveError(f"cannot extract archive: {exc}", file=path) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _move_into_place(archive: Path, staging: Path, dest: Path, top: str | None) -> Path:
-    names = [top] if top is not None else sorted(os.listdir(staging))
-    for name in names:
-        if os.path.lexists(dest / name):
-            raise ArchiveError(f"destination {dest} already contains {name!r}", file=archive)
-    for name in names:
-        os.replace(staging / name, dest / name)
-    os.rmdir(staging)
-    return dest / top if top is not None else dest

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from buildprint.signature.canonical import CanonicalValue
 
-__all__ = ["compiler_identity", "interpreter_identity", "toolchain_value"]
+__all__ = ["compiler_command", "compiler_identity", "interpreter_identity", "toolchain_value"]
 
 # Run inside the build interpreter (which may differ from ours): only stdlib, prints JSON.
 _PROBE = """

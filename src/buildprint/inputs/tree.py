@@ -6,12 +6,13 @@ import gc
 import json
 import os
 import stat
-import tempfile
 import time
 from pathlib import Path
 
 from buildprint.errors import InputError
-from buildprint.inputs.archive import (
+from buildprint.fsio import write_atomic
+from buildprint.inputs.files import digest_fd
+from buildprint.inputs.records import (
     DIR_MARK,
     EXEC_FILE_MARK,
     FILE_MARK,
@@ -22,7 +23,6 @@ from buildprint.inputs.archive import (
     SourceDigest,
     canonical_digest,
 )
-from buildprint.inputs.files import digest_fd
 
 __all__ = ["MEMO_FORMAT", "RACY_WINDOW_NS", "TreeMemo", "tree_digest"]
 
@@ -34,9 +34,7 @@ MEMO_FORMAT = "buildprint-tree-memo-1"
 #: leave size, mtime and inode unchanged ("racily clean", as git calls it).
 RACY_WINDOW_NS = 2_000_000_000
 
-_IGNORED = frozenset(IGNORED_NAMES)
-_IGNORED_AT_ROOT = _IGNORED | IGNORED_ROOT_NAMES
-_SUFFIXES = tuple(IGNORED_SUFFIXES)
+_IGNORED_AT_ROOT = IGNORED_NAMES | IGNORED_ROOT_NAMES
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -57,6 +55,11 @@ class TreeMemo:
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.entries: dict[bytes, _Stamp] = {}
+        #: Regular files the last walk took from the memo, and the ones it read and hashed.
+        self.hits = 0
+        self.reads = 0
+        #: Whether the entries differ from the file (as loaded or last saved).
+        self.changed = False
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -92,7 +95,7 @@ class TreeMemo:
         return memo
 
     def save(self) -> None:
-        """Write the memo atomically (temp file in the same folder, fsync, rename)."""
+        """Write the memo atomically (:func:`buildprint.fsio.write_atomic`)."""
         if self.path is None:
             raise ValueError("this TreeMemo has no file to save to")
         entries = {
@@ -101,24 +104,15 @@ class TreeMemo:
         }
         # ensure_ascii keeps undecodable names (lone surrogates) representable.
         payload = json.dumps({"format": MEMO_FORMAT, "entries": entries}, separators=(",", ":"))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(payload)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            os.unlink(temp)
-            raise
+        write_atomic(self.path, payload.encode("ascii"))
+        self.changed = False
 
 
 def tree_digest(root: Path, memo: TreeMemo | None = None) -> SourceDigest:
     """Canonical content digest of the directory ``root`` (same scheme as archives).
 
     Symlinks are recorded as links and never followed; VCS and build debris
-    (``archive.IGNORED_*``) is skipped. With ``memo``, files whose size, mtime and
+    (``records.IGNORED_*``) is skipped. With ``memo``, files whose size, mtime and
     inode are unchanged are not read again, and the memo is updated in place.
     """
     root = Path(root)
@@ -140,9 +134,9 @@ def _walk(root: Path, memo: TreeMemo | None) -> SourceDigest:
     current: dict[bytes, _Stamp] = {}
     racy_after = time.time_ns() - RACY_WINDOW_NS
     records: list[bytes] = []
-    size = regular = links = 0
+    size = regular = links = reads = 0
     # Local names for everything touched per file: this loop is the warm cost.
-    remember, add, suffixes = previous.get, records.append, _SUFFIXES
+    remember, add, suffixes = previous.get, records.append, IGNORED_SUFFIXES
     plain, executable, exec_bit = FILE_MARK, EXEC_FILE_MARK, stat.S_IXUSR
     # Directories are scanned through descriptors: scandir(fd) stats entries with
     # fstatat(fd, name), which skips resolving the whole path again for every file.
@@ -152,7 +146,7 @@ def _walk(root: Path, memo: TreeMemo | None) -> SourceDigest:
         pending: list[bytes] = [b""]
         while pending:
             prefix = pending.pop()
-            ignored = _IGNORED_AT_ROOT if not prefix else _IGNORED
+            ignored = _IGNORED_AT_ROOT if not prefix else IGNORED_NAMES
             fd = _open_dir(root, prefix[:-1], root_fd) if prefix else root_fd
             try:
                 with os.scandir(fd) as scan:
@@ -173,6 +167,7 @@ def _walk(root: Path, memo: TreeMemo | None) -> SourceDigest:
                                 or stamp[2] != info.st_ino
                             ):
                                 stamp, mode = _read(root, fd, name, relative)
+                                reads += 1
                             if stamp[1] < racy_after:
                                 current[relative] = stamp
                             size += stamp[0]
@@ -200,7 +195,10 @@ def _walk(root: Path, memo: TreeMemo | None) -> SourceDigest:
     finally:
         os.close(root_fd)
     if memo is not None:
+        # With nothing read, the new entries are a subset of the old: equal iff as many.
+        memo.changed = memo.changed or reads > 0 or len(current) != len(previous)
         memo.entries = current
+        memo.hits, memo.reads = regular - reads, reads
     return SourceDigest(canonical_digest(records), regular + links, size, None)
 
 

@@ -19,44 +19,45 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from buildprint import __version__
 from buildprint.fsio import stat_key, write_atomic
+from buildprint.inputs.host import HOST_VARIABLE
+from buildprint.inputs.patches import PatchFolders
+from buildprint.inputs.toolchain import compiler_command
+from buildprint.options import Options
+from buildprint.plan.decision import Decision, PlanEntry
+from buildprint.plan.inputs import InputCollector
+from buildprint.project.project import PROJECT_FILE, Project
 from buildprint.project.tracking import DIRECTORY
 from buildprint.signature.canonical import digest_bytes, digest_value
+from buildprint.signature.manifest import SCHEME
+from buildprint.store.local import LocalStore
 
 __all__ = [
     "Checks",
-    "PlanEntry",
     "PlanSnapshot",
+    "collect_checks",
     "discard_snapshot",
     "env_digest",
+    "kept_entries",
     "load_snapshot",
     "save_snapshot",
+    "settle_snapshot",
+    "snapshot_key",
 ]
 
 FORMAT = 1
 # Timestamps of some file systems are coarser than the clock: a change this close to the
 # start of the plan counts as made during it.
 _RACY_MARGIN_NS = 50_000_000
-
-
-@dataclass(frozen=True)
-class PlanEntry:
-    """One package's line of a plan, as ``plan`` prints it."""
-
-    name: str
-    version: str
-    signature: str | None
-    action: str
-    changed: tuple[str, ...] = ()
-    reason: str = ""
-    pending_on: tuple[str, ...] = ()
-    closest: str | None = None
 
 
 def env_digest(environ: Mapping[str, str], name: str) -> str | None:
@@ -164,3 +165,130 @@ def save_snapshot(path: Path, snapshot: PlanSnapshot) -> None:
 def discard_snapshot(path: Path) -> None:
     """Forget the kept plan (a full plan that cannot be kept must not leave an old one)."""
     path.unlink(missing_ok=True)
+
+
+def snapshot_key(options: Options, project: Project, store_dir: Path, python: str) -> str | None:
+    """The run options a kept plan is valid for; ``None``: never keep one (``--force``)."""
+    if options.force:
+        return None
+    return digest_value(
+        {
+            "buildprint": __version__,
+            "scheme": SCHEME,
+            "interpreter": sys.version,
+            # The same interpreter, however it was named (a console script's shebang and
+            # `python -m` differ), is the same key.
+            "python": os.path.realpath(shutil.which(python) or python),
+            "project": str(project.root),
+            "store": str(store_dir),
+            "requirements": list(options.requirements),
+            "requirement-files": [str(p.resolve()) for p in options.requirement_files],
+            "reuse-by-version": sorted(options.reuse_by_version),
+            "with-deps": options.with_deps,
+            "index-url": options.index_url,
+            "find-links": list(options.find_links),
+        }
+    )
+
+
+def kept_entries(
+    file: Path, key: str, environ: Mapping[str, str]
+) -> tuple[list[PlanEntry] | None, str]:
+    """The kept plan for ``key`` while nothing it rests on changed (else ``None``), and a
+    note saying which it was, and why."""
+    kept = load_snapshot(file)
+    if kept is None or kept.key != key:
+        return None, "full plan"
+    changed = kept.checks.first_change(environ)
+    if changed is None:
+        return kept.entries, "used: nothing it rests on changed"
+    return None, f"full plan: {changed} changed"
+
+
+def collect_checks(
+    project: Project,
+    decisions: Sequence[Decision],
+    collector: InputCollector,
+    store: LocalStore,
+    *,
+    requirement_files: Sequence[Path],
+    ranged: Sequence[str],
+    environ: Mapping[str, str],
+) -> Checks:
+    """Everything the plan that made ``decisions`` rests on.
+
+    ``requirement_files``: the files the requirements were read from (absent ones included:
+    creating one changes the plan); ``ranged``: packages whose version an index chose.
+    """
+    checks = Checks()
+    for path in (
+        project.root / PROJECT_FILE,
+        project.lock_file,
+        project.root / "packages",
+        project.patches_dir,
+        *requirement_files,
+    ):
+        checks.note_file(path)
+    folders = PatchFolders(project.patches_dir)
+    for decision in decisions:
+        node = decision.node
+        checks.note_file(node.settings_file)
+        for path in (*folders.for_package(node.name, node.version), *node.patches):
+            checks.note_file(path)
+        if node.source.local is not None:
+            if node.source.local.is_dir():
+                checks.volatile.append(f"{node.name}: source folder {node.source.local}")
+            checks.note_file(node.source.local)
+        if decision.record is not None:
+            checks.note_file(store.record_path(decision.record.signature))
+    checks.volatile += [f"{name}: version chosen by the index" for name in ranged]
+    for files in collector.code_files.values():
+        checks.files.update(files)
+    for distribution in sorted(collector.code_distributions):
+        checks.note_version(distribution)
+    reads = collector.hook_reads
+    checks.files.update(reads.paths)
+    checks.volatile += sorted(f"a plugin hook used {event}" for event in reads.volatile)
+    names = {
+        HOST_VARIABLE,
+        "CC",
+        "PATH",
+        *project.settings.signature.env_pass_through,
+        *reads.env,
+    }
+    for name in sorted(names):
+        checks.note_env(name, environ)
+    # The toolchain probes: the interpreter and compiler binaries.
+    for program in (collector.python, *compiler_command()[:1]):
+        found = shutil.which(program)
+        if found is not None:
+            checks.note_file(os.path.realpath(found))
+    # buildprint's own code: an upgrade may compose signatures differently.
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name.startswith("buildprint") and file:
+            checks.note_file(file)
+    return checks
+
+
+def settle_snapshot(
+    file: Path,
+    key: str,
+    decisions: Sequence[Decision],
+    started_ns: int,
+    checks: Callable[[], Checks],
+) -> str:
+    """Keep the plan just made, when it reuses everything and what it rests on (``checks``,
+    collected only then) can be trusted; otherwise discard the kept one. Says which, and
+    why not."""
+    if not all(d.action == "reuse" and not d.changes for d in decisions):
+        discard_snapshot(file)
+        return "not kept: not every package is reused"
+    rests_on = checks()
+    racy = rests_on.changed_since(started_ns)
+    if rests_on.volatile or racy:
+        discard_snapshot(file)
+        why = rests_on.volatile[0] if rests_on.volatile else f"{racy} changed as the plan ran"
+        return f"not kept: {why}"
+    save_snapshot(file, PlanSnapshot(key, [d.entry() for d in decisions], rests_on))
+    return "kept"

@@ -40,26 +40,35 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def line_of(text: str, location: Sequence[str | int]) -> int | None:
-    """Line of the key at ``location`` (a path of keys, as pydantic reports it), or of the
-    deepest enclosing key or table that can be found."""
-    wanted = [str(p) for p in location if not isinstance(p, int)]
+    """Line of the key at ``location`` (a path of keys and array indexes, as pydantic reports
+    it: ``("packages", "alpha", "wheels", 1)`` is the second ``[[packages.alpha.wheels]]``),
+    or of the deepest enclosing key or table that can be found. An index into an inline
+    array points at the array's key."""
+    wanted = list(location)
     best: tuple[int, int] | None = None  # (matched depth, line)
-    table: list[str] = []
+    table: list[str | int] = []
+    seen: dict[tuple[str | int, ...], int] = {}  # array-of-tables header -> occurrences
     for number, line in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(line)
+        path: list[str | int]
         if header and not _KEY.match(line):
-            table = _split_key(header.group(1))
+            table = list(_split_key(header.group(1)))
+            if line.lstrip().startswith("[["):
+                key = tuple(table)
+                seen[key] = seen.get(key, -1) + 1
+                table.append(seen[key])
             path = table
         else:
-            key = _KEY.match(line)
-            if not key:
+            found = _KEY.match(line)
+            if not found:
                 continue
-            path = table + _split_key(key.group(1))
+            path = table + list(_split_key(found.group(1)))
         depth = 0
         for a, b in zip(path, wanted, strict=False):
             if a != b:
                 break
             depth += 1
+        # An array-of-tables entry other than the one wanted does not enclose it.
         if depth == len(path) and depth > 0 and (best is None or depth > best[0]):
             best = (depth, number)
     return best[1] if best else None

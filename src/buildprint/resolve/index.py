@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -28,7 +27,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
-from buildprint.fsio import fsync_dir
+from buildprint.fsio import copy_atomic, fsync_dir
 from buildprint.urls import redact_url, scrub_credentials
 
 __all__ = [
@@ -505,22 +504,7 @@ class PackageIndex:
         """Put a copy of ``source`` at ``target`` atomically (hard link when the FS allows)."""
         if target.exists() and target.resolve() == source.resolve():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".part", dir=target.parent
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            tmp.unlink()
-            try:
-                os.link(source, tmp)
-            except OSError:
-                shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        copy_atomic(source, target, link=True)
         return target
 
     def _fetch(self, f: DistFile, target: Path) -> None:

@@ -15,6 +15,7 @@ from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
 from buildprint.fsio import write_atomic
+from buildprint.project.toml import line_of
 
 __all__ = [
     "LOCK_FILENAME",
@@ -146,29 +147,6 @@ def save_lock(path: Path, lock: Lock) -> None:
     write_atomic(path, dumps_lock(lock).encode("utf-8"))
 
 
-def _line_of(text: str, pattern: str, nth: int = 0) -> int | None:
-    """1-based line of the ``nth`` line matching ``pattern`` (for error locations)."""
-    regex = re.compile(pattern)
-    seen = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if regex.search(line):
-            if seen == nth:
-                return number
-            seen += 1
-    return None
-
-
-def _table_line(text: str, name: str) -> int | None:
-    return _line_of(text, rf"^\s*\[\s*packages\s*\.\s*\"?{re.escape(name)}\"?\s*\]")
-
-
-def _wheel_line(text: str, name: str, index: int) -> int | None:
-    found = _line_of(
-        text, rf"^\s*\[\[\s*packages\s*\.\s*\"?{re.escape(name)}\"?\s*\.\s*wheels", index
-    )
-    return found if found is not None else _table_line(text, name)
-
-
 def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
     """Parse lock text; any problem is an :class:`InputError` naming ``file`` and the line."""
     try:
@@ -185,40 +163,39 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
             f"unsupported lock format version {version!r} (this buildprint reads "
             f"{LOCK_FORMAT_VERSION}); regenerate it with `buildprint lock`",
             file=file,
-            line=_line_of(text, r"^\s*version\s*="),
+            line=line_of(text, ["version"]),
         )
     unknown = sorted(set(data) - {"version", "packages", "dependencies"})
     if unknown:
         raise InputError(
             f"unknown top-level key {unknown[0]!r} in lock file",
             file=file,
-            line=_line_of(text, rf"^\s*\"?{re.escape(unknown[0])}\"?\s*[=.\]]")
-            or _line_of(text, rf"\[\s*{re.escape(unknown[0])}"),
+            line=line_of(text, [unknown[0]]),
         )
     packages = data.get("packages", {})
     if not isinstance(packages, dict):
-        raise InputError(
-            "`packages` must be a table", file=file, line=_line_of(text, r"^\s*packages\s*=")
-        )
+        raise InputError("`packages` must be a table", file=file, line=line_of(text, ["packages"]))
     lock = Lock()
     for raw_name, entry in packages.items():
         if not isinstance(entry, dict):
             raise InputError(
-                f"packages.{raw_name} must be a table", file=file, line=_table_line(text, raw_name)
+                f"packages.{raw_name} must be a table",
+                file=file,
+                line=line_of(text, ["packages", raw_name]),
             )
         extra = sorted(set(entry) - {"requires", "wheels", "source", "runtime"})
         if extra:
             raise InputError(
                 f"unknown key {extra[0]!r} in packages.{raw_name}",
                 file=file,
-                line=_table_line(text, raw_name),
+                line=line_of(text, ["packages", raw_name]),
             )
         requires = entry.get("requires")
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise InputError(
                 f"packages.{raw_name}.requires must be a list of strings",
                 file=file,
-                line=_table_line(text, raw_name),
+                line=line_of(text, ["packages", raw_name]),
             )
         for req in requires:
             try:
@@ -227,14 +204,14 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
                 raise InputError(
                     f"packages.{raw_name}.requires: invalid requirement {req!r}: {exc}",
                     file=file,
-                    line=_table_line(text, raw_name),
+                    line=line_of(text, ["packages", raw_name]),
                 ) from None
         wheels_raw = entry.get("wheels", [])
         if not isinstance(wheels_raw, list):
             raise InputError(
                 f"packages.{raw_name}.wheels must be an array of tables",
                 file=file,
-                line=_table_line(text, raw_name),
+                line=line_of(text, ["packages", raw_name]),
             )
         wheels = [
             _parse_wheel(raw, text, raw_name, index, file) for index, raw in enumerate(wheels_raw)
@@ -244,14 +221,14 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
             raise InputError(
                 f"package {raw_name!r} appears twice (names are compared normalized)",
                 file=file,
-                line=_table_line(text, raw_name),
+                line=line_of(text, ["packages", raw_name]),
             )
         source = entry.get("source")
         if source is not None and not isinstance(source, str):
             raise InputError(
                 f"packages.{raw_name}.source must be a string",
                 file=file,
-                line=_table_line(text, raw_name),
+                line=line_of(text, ["packages", raw_name]),
             )
         runtime = entry.get("runtime")
         if runtime is not None and (
@@ -260,7 +237,7 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
             raise InputError(
                 f"packages.{raw_name}.runtime must be a list of strings",
                 file=file,
-                line=_table_line(text, raw_name),
+                line=line_of(text, ["packages", raw_name]),
             )
         lock.packages[key] = LockedBuildDeps(list(requires), wheels, source, runtime)
     dependencies = data.get("dependencies", {})
@@ -270,7 +247,7 @@ def loads_lock(text: str, file: str | Path = LOCK_FILENAME) -> Lock:
         raise InputError(
             '`dependencies` must be a table of name = "version"',
             file=file,
-            line=_line_of(text, r"^\s*\[\s*dependencies\s*\]"),
+            line=line_of(text, ["dependencies"]),
         )
     lock.dependencies = {canonicalize_name(k): v for k, v in dependencies.items()}
     return lock
@@ -280,17 +257,23 @@ def _parse_wheel(raw: Any, text: str, package: str, index: int, file: str | Path
     where = f"packages.{package}.wheels[{index}]"
     if not isinstance(raw, dict):
         raise InputError(
-            f"{where} must be a table", file=file, line=_wheel_line(text, package, index)
+            f"{where} must be a table",
+            file=file,
+            line=line_of(text, ["packages", package, "wheels", index]),
         )
     missing = [k for k in _WHEEL_KEYS if k not in raw]
     if missing:
         raise InputError(
-            f"{where} lacks {', '.join(missing)}", file=file, line=_wheel_line(text, package, index)
+            f"{where} lacks {', '.join(missing)}",
+            file=file,
+            line=line_of(text, ["packages", package, "wheels", index]),
         )
     extra = sorted(set(raw) - set(_WHEEL_KEYS))
     if extra:
         raise InputError(
-            f"{where}: unknown key {extra[0]!r}", file=file, line=_wheel_line(text, package, index)
+            f"{where}: unknown key {extra[0]!r}",
+            file=file,
+            line=line_of(text, ["packages", package, "wheels", index]),
         )
     values = {k: raw[k] for k in _WHEEL_KEYS}
     for key, value in values.items():
@@ -298,13 +281,13 @@ def _parse_wheel(raw: Any, text: str, package: str, index: int, file: str | Path
             raise InputError(
                 f"{where}.{key} must be a non-empty string",
                 file=file,
-                line=_wheel_line(text, package, index),
+                line=line_of(text, ["packages", package, "wheels", index]),
             )
     if not _SHA256.match(values["sha256"]):
         raise InputError(
             f"{where}.sha256 must be 64 lowercase hex digits, got {values['sha256']!r}",
             file=file,
-            line=_wheel_line(text, package, index),
+            line=line_of(text, ["packages", package, "wheels", index]),
         )
     try:
         Version(values["version"])
@@ -312,13 +295,13 @@ def _parse_wheel(raw: Any, text: str, package: str, index: int, file: str | Path
         raise InputError(
             f"{where}.version is not a valid version: {values['version']!r}",
             file=file,
-            line=_wheel_line(text, package, index),
+            line=line_of(text, ["packages", package, "wheels", index]),
         ) from None
     if not values["filename"].endswith(".whl"):
         raise InputError(
             f"{where}.filename must be a .whl file",
             file=file,
-            line=_wheel_line(text, package, index),
+            line=line_of(text, ["packages", package, "wheels", index]),
         )
     return PinnedWheel(**values)
 

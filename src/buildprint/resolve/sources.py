@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,11 +12,14 @@ from packaging.utils import canonicalize_name, parse_sdist_filename
 from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
+from buildprint.fsio import stat_key
 from buildprint.inputs.archive import archive_digest
+from buildprint.inputs.tree import TreeMemo, tree_digest
 from buildprint.project.project import is_pinned
 from buildprint.project.settings import SourceSpec
 from buildprint.resolve.index import DistFile, PackageIndex
-from buildprint.store.memo import Memo, stat_key
+from buildprint.signature.canonical import digest_bytes
+from buildprint.store.memo import Memo
 
 __all__ = ["ResolvedSource", "SourceResolver"]
 
@@ -51,12 +56,37 @@ def _version_from_filename(path: Path) -> str | None:
 
 class SourceResolver:
     """Finds each package's source and its digest. Digests are memoized by raw archive
-    sha256 (immutable) and by file state for local paths, so a no-op plan reads no archive."""
+    sha256 (immutable) and by file state for local paths, so a no-op plan reads no archive.
+    A folder source is digested with its own :class:`TreeMemo`, kept in ``trees/`` beside the
+    input memo and written by :meth:`save`, so an unchanged folder costs a stat walk."""
 
     def __init__(self, root: Path, index: PackageIndex, memo: Memo) -> None:
         self.root = root
         self.index = index
         self.memo = memo
+        #: Where the tree memos live: the input memo's folder (the store's ``memo/``).
+        self.tree_memo_dir = memo.path.parent / "trees"
+        self._trees: dict[Path, TreeMemo] = {}
+        self._trees_lock = threading.RLock()
+
+    def tree_memo(self, folder: Path) -> TreeMemo:
+        """The memo of folder source ``folder``, loaded from :attr:`tree_memo_dir` on first use
+        (one file per folder, named by the digest of its real path)."""
+        key = folder.resolve()
+        with self._trees_lock:
+            memo = self._trees.get(key)
+            if memo is None:
+                name = digest_bytes(os.fsencode(key)) + ".json"
+                memo = self._trees[key] = TreeMemo.load(self.tree_memo_dir / name)
+            return memo
+
+    def save(self) -> None:
+        """Write the tree memos that changed. Call it where the input memo is saved, after a
+        run that succeeded, so that bad input changes nothing in the store."""
+        with self._trees_lock:
+            for memo in self._trees.values():
+                if memo.changed:
+                    memo.save()
 
     def resolve(
         self, requirement: Requirement, spec: SourceSpec | None, settings_file: Path
@@ -80,7 +110,11 @@ class SourceResolver:
                 version=Version(version),
                 kind="sdist",
             )
-            return self._from_dist(name, version, dist)
+            try:
+                return self._from_dist(name, version, dist)
+            except InputError as exc:
+                # The sha256 (or the URL) that does not hold is the settings file's.
+                raise InputError(f"source {exc.file}: {exc.message}", file=settings_file) from None
         version = self._pinned(requirement) or self._newest(requirement)
         key = f"index:{self.index.index_url}:{name}:{version}"
         cached = self.memo.get(key)
@@ -137,9 +171,8 @@ class SourceResolver:
         except InvalidVersion:
             raise InputError(f"{name}: invalid version {version!r}", file=settings_file) from None
         if path.is_dir():
-            from buildprint.inputs.tree import tree_digest
-
-            digest = tree_digest(path)
+            with self._trees_lock:
+                digest = tree_digest(path, self.tree_memo(path))
             return ResolvedSource(
                 name,
                 version,

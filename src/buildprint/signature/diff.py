@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from buildprint.signature.canonical import CanonicalValue
@@ -112,6 +112,6 @@ def _dependency_children(
     return tuple(diff(old_dep, new_dep, lookup, _seen=seen | {new_sig}))
 
 
-def changed_paths(changes: list[Change]) -> list[str]:
+def changed_paths(changes: Sequence[Change]) -> list[str]:
     """The ``changed`` list of the JSON contract: top-level paths, in order."""
     return [c.path for c in changes]

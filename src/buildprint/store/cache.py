@@ -252,7 +252,7 @@ class RemoteCache:
         Raises ``RemoteError`` (why) if it could not be stored; the local store then has no
         record for it.
         """
-        _stored, errors = self._fetch([record], None)
+        _stored, errors = _FetchRun(self, [record]).run(None)
         if record.signature in errors:
             raise errors[record.signature]
 
@@ -268,139 +268,7 @@ class RemoteCache:
         one index transaction). A record whose blobs failed is left out (and reported); the
         others are stored.
         """
-        return self._fetch(records, jobs)[0]
-
-    def _fetch(
-        self, records: Iterable[ActionRecord], jobs: int | None
-    ) -> tuple[list[ActionRecord], dict[str, RemoteError]]:
-        """``fetch_many``, and why each record left out was (by signature)."""
-        records = list({r.signature: r for r in records}.values())
-        users: dict[str, list[ActionRecord]] = {}
-        artifacts: dict[str, tuple[Artifact, list[Remote]]] = {}
-        outstanding: dict[str, int] = {}
-        for record in records:
-            digests = {a.sha256: a for a in record.artifacts}
-            outstanding[record.signature] = len(digests)
-            for sha, artifact in digests.items():
-                users.setdefault(sha, []).append(record)
-                artifacts.setdefault(sha, (artifact, self._sources(record.signature)))
-        failed: dict[str, RemoteError] = {}
-        stored: set[str] = set()
-        #: Verified downloads not in the CAS yet (the batch that first needs one adopts it).
-        downloads: dict[str, Path] = {}
-        lock = threading.Lock()
-        # Each record arrives here exactly once: with what to store, or None if it failed.
-        settled: queue.SimpleQueue[tuple[ActionRecord, ActionRecord | StagedRecord | None]]
-        settled = queue.SimpleQueue()
-
-        def stage(record: ActionRecord) -> None:
-            try:
-                settled.put((record, self.local.stage_record(record)))
-            except (StoreError, OSError):
-                settled.put((record, record))  # the batch write will try again and report
-
-        def get(sha: str) -> None:
-            artifact, sources = artifacts[sha]
-            path: Path | None = None
-            error: RemoteError | None = None
-            try:
-                if not self.local.has_blob(sha):
-                    path, error = self._download(artifact, sources)
-            except (StoreError, OSError) as exc:  # local disk trouble: its records cannot be had
-                error = RemoteError(f"blob {sha} not stored locally: {exc}", url="")
-                self._report(str(error))
-            ready: list[ActionRecord] = []
-            with lock:
-                if path is not None:
-                    downloads[sha] = path
-                for record in users[sha]:
-                    if error is not None and record.signature not in failed:
-                        failed[record.signature] = error
-                        settled.put((record, None))
-                    outstanding[record.signature] -= 1
-                    if outstanding[record.signature] == 0 and record.signature not in failed:
-                        ready.append(record)
-            for record in ready:
-                stage(record)
-
-        def take_downloads(items: Iterable[ActionRecord | StagedRecord]) -> dict[str, Path]:
-            with lock:
-                needed = {a.sha256 for item in items for a in record_of(item).artifacts}
-                return {sha: downloads.pop(sha) for sha in needed if sha in downloads}
-
-        def give_back(blobs: dict[str, Path]) -> None:
-            with lock:
-                downloads.update(blobs)
-
-        def write(batch: list[ActionRecord | StagedRecord]) -> None:
-            blobs = take_downloads(batch)
-            try:
-                self.local.put_records(batch, blobs=blobs)
-            except (StoreError, OSError):
-                give_back(blobs)
-                # One bad record must not cost the others: store them one by one to find it.
-                for item in batch:
-                    record = record_of(item)
-                    mine = take_downloads([record])
-                    try:
-                        self.local.put_records([record], blobs=mine)
-                    except (StoreError, OSError) as exc:
-                        give_back(mine)
-                        failed[record.signature] = RemoteError(f"not stored locally: {exc}", url="")
-                        continue
-                    stored.add(record.signature)
-            else:
-                stored.update(record_of(item).signature for item in batch)
-
-        pending = len(records)
-        for record in records:
-            if outstanding[record.signature] == 0:
-                settled.put((record, record))
-        pool = self._pool(jobs, len(artifacts))
-        try:
-            futures = [pool.submit(get, sha) for sha in artifacts]
-            while pending:
-                try:
-                    item = settled.get(timeout=0.5)
-                except queue.Empty:
-                    if all(f.done() for f in futures) and settled.empty():
-                        for future in futures:
-                            future.result()  # a worker died of a bug: raise it, do not hang
-                        raise AssertionError("fetch_many: records left unsettled") from None
-                    continue
-                # Take whatever else is ready too: the batch grows while downloads go on.
-                batch: list[ActionRecord | StagedRecord] = []
-                while True:
-                    pending -= 1
-                    if item[1] is not None:
-                        batch.append(item[1])
-                    try:
-                        item = settled.get_nowait()
-                    except queue.Empty:
-                        break
-                if batch:
-                    write(batch)
-            for future in futures:
-                future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            # Staged records never committed (an error above) must not linger in tmp/, nor
-            # downloads no record took (their records failed).
-            while True:
-                try:
-                    leftover = settled.get_nowait()[1]
-                except queue.Empty:
-                    break
-                if isinstance(leftover, StagedRecord):
-                    leftover.discard()
-            _remove(downloads.values())
-        for record in records:
-            if record.signature in failed:
-                self._report(
-                    f"record {record.signature} ({record.name} {record.version}) not fetched: "
-                    f"{failed[record.signature]}"
-                )
-        return [r for r in records if r.signature in stored], failed
+        return _FetchRun(self, records).run(jobs)[0]
 
     def _sources(self, signature: str) -> list[Remote]:
         """Remotes to try for a record's blobs: the one it came from first."""
@@ -474,6 +342,177 @@ class RemoteCache:
             except RemoteError as exc:
                 self._failed(remote, exc)
         return outcome
+
+
+class _FetchRun:
+    """One ``fetch_many``: downloads on pool threads, records stored in batches by the caller.
+
+    A download thread that completes a record's last blob stages the record and hands it to the
+    calling thread (the writer) through ``_settled``, a thread-safe queue that also gets each
+    record that failed, once. The writer takes whatever has settled, with the downloads those
+    records need, and stores it all in one ``LocalStore.put_records`` call.
+
+    Locking rule: ``__init__`` builds every field before any thread exists; from then on
+    ``_records``, ``_users`` and ``_artifacts`` are only read, and every shared mutable field
+    (``_outstanding``, ``_failed``, ``_stored``, ``_downloads``) is touched only under ``_lock``,
+    by every thread alike; nothing that can block is done while holding it (``_settled.put``
+    never blocks).
+    """
+
+    def __init__(self, cache: RemoteCache, records: Iterable[ActionRecord]) -> None:
+        self._cache = cache
+        self._local = cache.local
+        self._records = list({r.signature: r for r in records}.values())
+        #: Records that need each blob, and the blob with the remotes to try for it.
+        self._users: dict[str, list[ActionRecord]] = {}
+        self._artifacts: dict[str, tuple[Artifact, list[Remote]]] = {}
+        #: Blobs each record still waits for.
+        self._outstanding: dict[str, int] = {}
+        #: Why each record left out was (by signature).
+        self._failed: dict[str, RemoteError] = {}
+        self._stored: set[str] = set()
+        #: Verified downloads not in the CAS yet (the batch that first needs one adopts it).
+        self._downloads: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        # Each record arrives here exactly once: with what to store, or None if it failed.
+        self._settled: queue.SimpleQueue[tuple[ActionRecord, ActionRecord | StagedRecord | None]]
+        self._settled = queue.SimpleQueue()
+        for record in self._records:
+            digests = {a.sha256: a for a in record.artifacts}
+            self._outstanding[record.signature] = len(digests)
+            for sha, artifact in digests.items():
+                self._users.setdefault(sha, []).append(record)
+                self._artifacts.setdefault(sha, (artifact, cache._sources(record.signature)))
+            if not digests:
+                self._settled.put((record, record))
+
+    def run(self, jobs: int | None) -> tuple[list[ActionRecord], dict[str, RemoteError]]:
+        """Fetch; return the records now complete locally (in order) and why the others are
+        not (each also reported on the cache)."""
+        pending = len(self._records)
+        pool = self._cache._pool(jobs, len(self._artifacts))
+        try:
+            futures = [pool.submit(self._get, sha) for sha in self._artifacts]
+            while pending:
+                try:
+                    item = self._settled.get(timeout=0.5)
+                except queue.Empty:
+                    if all(f.done() for f in futures) and self._settled.empty():
+                        for future in futures:
+                            future.result()  # a worker died of a bug: raise it, do not hang
+                        raise AssertionError("fetch_many: records left unsettled") from None
+                    continue
+                # Take whatever else is ready too: the batch grows while downloads go on.
+                batch: list[ActionRecord | StagedRecord] = []
+                while True:
+                    pending -= 1
+                    if item[1] is not None:
+                        batch.append(item[1])
+                    try:
+                        item = self._settled.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._write(batch)
+            for future in futures:
+                future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._clean_up()
+        with self._lock:
+            stored = set(self._stored)
+            failed = dict(self._failed)
+        for record in self._records:
+            if record.signature in failed:
+                self._cache._report(
+                    f"record {record.signature} ({record.name} {record.version}) not fetched: "
+                    f"{failed[record.signature]}"
+                )
+        return [r for r in self._records if r.signature in stored], failed
+
+    def _get(self, sha: str) -> None:
+        """Download one blob (unless stored already), on a pool thread; stage the records it
+        completes, settle those it fails."""
+        artifact, sources = self._artifacts[sha]
+        path: Path | None = None
+        error: RemoteError | None = None
+        try:
+            if not self._local.has_blob(sha):
+                path, error = self._cache._download(artifact, sources)
+        except (StoreError, OSError) as exc:  # local disk trouble: its records cannot be had
+            error = RemoteError(f"blob {sha} not stored locally: {exc}", url="")
+            self._cache._report(str(error))
+        ready: list[ActionRecord] = []
+        with self._lock:
+            if path is not None:
+                self._downloads[sha] = path
+            for record in self._users[sha]:
+                signature = record.signature
+                if error is not None and signature not in self._failed:
+                    self._failed[signature] = error
+                    self._settled.put((record, None))
+                self._outstanding[signature] -= 1
+                if self._outstanding[signature] == 0 and signature not in self._failed:
+                    ready.append(record)
+        for record in ready:
+            self._stage(record)
+
+    def _stage(self, record: ActionRecord) -> None:
+        try:
+            self._settled.put((record, self._local.stage_record(record)))
+        except (StoreError, OSError):
+            self._settled.put((record, record))  # the batch write will try again and report
+
+    def _write(self, batch: list[ActionRecord | StagedRecord]) -> None:
+        """Store a batch in one call; if that fails, record by record, so that one bad record
+        does not cost the others."""
+        blobs = self._take_downloads(batch)
+        try:
+            self._local.put_records(batch, blobs=blobs)
+        except (StoreError, OSError):
+            self._give_back(blobs)
+            for item in batch:
+                record = record_of(item)
+                mine = self._take_downloads([record])
+                try:
+                    self._local.put_records([record], blobs=mine)
+                except (StoreError, OSError) as exc:
+                    self._give_back(mine)
+                    with self._lock:
+                        self._failed[record.signature] = RemoteError(
+                            f"not stored locally: {exc}", url=""
+                        )
+                    continue
+                with self._lock:
+                    self._stored.add(record.signature)
+        else:
+            with self._lock:
+                self._stored.update(record_of(item).signature for item in batch)
+
+    def _take_downloads(self, items: Iterable[ActionRecord | StagedRecord]) -> dict[str, Path]:
+        """Remove from ``_downloads`` and return the ones ``items`` need."""
+        needed = {a.sha256 for item in items for a in record_of(item).artifacts}
+        with self._lock:
+            return {sha: self._downloads.pop(sha) for sha in needed if sha in self._downloads}
+
+    def _give_back(self, blobs: dict[str, Path]) -> None:
+        with self._lock:
+            self._downloads.update(blobs)
+
+    def _clean_up(self) -> None:
+        """Staged records never committed (an error stopped the run) must not linger in
+        ``tmp/``, nor downloads that no record took (their records failed)."""
+        while True:
+            try:
+                leftover = self._settled.get_nowait()[1]
+            except queue.Empty:
+                break
+            if isinstance(leftover, StagedRecord):
+                leftover.discard()
+        with self._lock:
+            leftovers = list(self._downloads.values())
+            self._downloads.clear()
+        _remove(leftovers)
 
 
 def _remove(paths: Iterable[Path]) -> None:

@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from buildprint.fsio import stat_key, write_atomic
+from buildprint.fsio import write_atomic
 
-__all__ = ["Memo", "stat_key"]
+__all__ = ["Memo"]
 
 
 class Memo:

@@ -1,8 +1,9 @@
-"""Remote caches: the ``Remote`` protocol, its errors, and ``open_remote`` for http(s):// and s3://.
+"""Remote caches: the ``Remote`` protocol, its errors, and the verified download they share.
 
 Every backend uses one layout under its base: ``ac/<signature>`` (signed record envelopes)
 and ``cas/<sha256>`` (blobs), the bazel-remote layout. Nothing read from a remote is trusted
 until it is verified: blobs against their sha256 here, records by ``signing.verify_envelope``.
+This module imports no implementation: ``buildprint.store.open_remote`` picks one by URL.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
-from buildprint.errors import InputError, StoreError
+from buildprint.errors import StoreError
 from buildprint.store.record import is_digest
-from buildprint.urls import redact_url
 
 #: Temp names of downloads: a per-process random token and a counter (no syscall per name).
 _PART_TOKEN = uuid.uuid4().hex[:12]
@@ -35,7 +34,6 @@ __all__ = [
     "RemoteMissing",
     "RemoteUnavailable",
     "check_digest",
-    "open_remote",
     "write_verified",
 ]
 
@@ -153,17 +151,3 @@ def write_verified(
             tmp.unlink()
         raise
     return size
-
-
-def open_remote(url: str, *, writable: bool) -> Remote:
-    """Open ``http(s)://host/path`` (WebDAV or bazel-remote style) or ``s3://bucket/prefix``."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in {"http", "https"}:
-        from buildprint.store.http import HttpRemote
-
-        return HttpRemote(url, writable=writable)
-    if scheme == "s3":
-        from buildprint.store.s3 import S3Remote
-
-        return S3Remote(url, writable=writable)
-    raise InputError(f"remote URL {redact_url(url)!r}: scheme must be http, https or s3")

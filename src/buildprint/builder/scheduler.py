@@ -1,154 +1,33 @@
-"""Running builds: prepare a source, build its wheel in a fresh environment, store it."""
+"""The build run: decisions executed by a pool of workers, each package once its
+dependencies have finished; reuse and fetch place stored wheels, build runs the backend."""
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from buildprint.builder import backend
-from buildprint.builder.environment import BuildEnvironment, kill_guarded
-from buildprint.builder.patching import apply_patches
+from buildprint.builder.environment import BuildEnvironment
+from buildprint.builder.guard import kill_guarded
+from buildprint.builder.outcome import Outcome
+from buildprint.builder.preparer import Preparer
 from buildprint.builder.wheel import artifact_digest, embed_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, BuildprintError
-from buildprint.inputs.archive import safe_extract
-from buildprint.plan.planner import Decision, DepResult, PackageNode, Planner
+from buildprint.plan.decision import Decision
+from buildprint.plan.graph import PackageNode
+from buildprint.plan.inputs import DepResult, locked_wheels
+from buildprint.plan.planner import Planner
 from buildprint.project.hooks import call_hook
-from buildprint.project.settings import PackageSettings
-from buildprint.resolve.index import PackageIndex
-from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
-from buildprint.resolve.metadata import install_requirements
-from buildprint.resolve.pins import fetch_pinned, resolve
-from buildprint.resolve.sources import ResolvedSource, SourceResolver
 from buildprint.signature.compose import PendingDependencies
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
 
-__all__ = ["Builder", "Outcome", "Preparer"]
-
-
-@dataclass
-class Outcome:
-    """What happened to one package in a build run."""
-
-    decision: Decision
-    done: str  # reused | fetched | built | failed
-    record: ActionRecord | None = None
-    error: str | None = None
-    seconds: float = 0.0
-    log: Path | None = None
-    signature_seconds: float = 0.0
-
-    def result(self) -> DepResult | None:
-        if self.record is None:
-            return None
-        return DepResult(
-            self.decision.node.version,
-            self.record.signature,
-            self.record.artifacts[0].content_digest,
-        )
-
-
-@dataclass
-class Preparer:
-    """Turns a source into a patched tree at a stable path, and locks build requirements."""
-
-    index: PackageIndex
-    resolver: SourceResolver
-    work_root: Path
-    logs: Path  # where lock and build logs are kept (a failure's message points there)
-    python: str
-    python_version: str
-    built_names: set[str] = field(default_factory=set)
-    read_install_requirements: bool = False  # --with-deps
-
-    def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
-        """Extract (or copy) the source into ``dest`` and apply the patches in order."""
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        located = self.resolver.fetch(source)
-        if located.is_dir():
-            root = dest / f"{source.name}-{source.version}"
-            shutil.copytree(located, root, symlinks=True)
-        else:
-            root = safe_extract(located, dest)
-        apply_patches(root, list(patches))
-        return root
-
-    def wheels(self, pinned: Sequence[PinnedWheel]) -> list[Path]:
-        """Download (verified, cached) the locked wheels, under their own file names."""
-        return [fetch_pinned(w, self.index) for w in pinned]
-
-    def lock(
-        self,
-        name: str,
-        requirement: Requirement,
-        source: ResolvedSource,
-        patches: list[Path],
-        settings: PackageSettings,
-    ) -> LockedBuildDeps:
-        """Find the package's build requirements (static and from the backend) and pin them;
-        with :attr:`read_install_requirements`, also its install requirements."""
-        del requirement
-        with tempfile.TemporaryDirectory(dir=self._tmp()) as tmp:
-            root = self.source_tree(source, patches, Path(tmp) / "src")
-            system = backend.read_build_system(root)
-            static = [r for r in system.requires if not self._is_built(r, name)]
-            origin = root / "pyproject.toml"
-            wheels = (
-                resolve(static, self.index, self.python_version, origin=origin) if static else []
-            )
-            log = self.logs / f"{name}-{source.version}-lock.log"
-            self.logs.mkdir(parents=True, exist_ok=True)
-            log.unlink(missing_ok=True)
-            with BuildEnvironment(Path(tmp) / "env", interpreter=self.python) as env:
-                env.install(self.wheels(wheels))
-                dynamic = backend.get_requires_for_build_wheel(
-                    root, env, settings.config_settings, settings.env, log_path=log
-                )
-                extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
-                if extra:
-                    wheels = resolve(
-                        [*static, *extra],
-                        self.index,
-                        self.python_version,
-                        preferences=wheels,
-                        origin=origin,
-                    )
-                runtime = None
-                if self.read_install_requirements:
-                    if extra:
-                        env.install(self.wheels(wheels))
-                    runtime = install_requirements(
-                        root,
-                        lambda: backend.prepare_metadata_for_build_wheel(
-                            root,
-                            env,
-                            Path(tmp) / "metadata",
-                            settings.config_settings,
-                            settings.env,
-                            log_path=log,
-                        ),
-                    )
-            requires = list(dict.fromkeys([*system.requires, *dynamic]))
-        return LockedBuildDeps(requires=requires, wheels=wheels, runtime=runtime)
-
-    def _is_built(self, requirement: str, name: str) -> bool:
-        other = canonicalize_name(Requirement(requirement).name)
-        return other in self.built_names and other != name
-
-    def _tmp(self) -> Path:
-        self.work_root.mkdir(parents=True, exist_ok=True)
-        return self.work_root
-
+__all__ = ["Builder", "Progress"]
 
 Progress = Callable[[str, Decision | Outcome], None]
 
@@ -261,21 +140,25 @@ class Builder:
         signed = time.monotonic() - started
         prefetched = decision.action == "reuse" and decision.signature in self.fetched
         if prefetched:
-            decision.action = "fetch"
-            decision.reason = "same signature in a remote cache"
+            # Found locally now because the run fetched it before it started.
+            decision = replace(decision, action="fetch", reason="same signature in a remote cache")
         if progress:
             progress("start", decision)
         try:
+            note = None
+            if decision.action == "fetch" and not prefetched:
+                note = self._fetch_failure(decision)
             if decision.action == "reuse":
                 assert decision.record is not None
                 self._place(decision.record)
                 outcome = Outcome(decision, "reused", decision.record)
-            elif decision.action == "fetch" and (prefetched or self._fetched(decision)):
+            elif decision.action == "fetch" and note is None:
                 assert decision.record is not None
                 self._place(decision.record)
                 outcome = Outcome(decision, "fetched", decision.record)
             else:
                 outcome = self._build(decision, deps)
+                outcome.note = note
         except BuildprintError as exc:
             log = self.logs / f"{node.name}-{node.version}.log"
             outcome = Outcome(decision, "failed", error=str(exc), log=log if log.exists() else None)
@@ -283,17 +166,15 @@ class Builder:
         outcome.signature_seconds = signed
         return outcome
 
-    def _fetched(self, decision: Decision) -> bool:
-        """Fetch a remote record's wheel; on failure (reported by the cache) build instead."""
+    def _fetch_failure(self, decision: Decision) -> str | None:
+        """Fetch a remote record's wheel; ``None`` when it worked, else why not (the cache
+        reports it too), and the package is built instead."""
         assert decision.record is not None and self.fetch is not None
         try:
             self.fetch(decision.record)
         except BuildprintError as exc:
-            decision.reason = f"fetch failed ({exc}); building instead"
-            decision.action = "build"
-            decision.record = None
-            return False
-        return True
+            return f"fetch failed ({exc}); building instead"
+        return None
 
     def _place(self, record: ActionRecord) -> None:
         """Put a stored build's wheels in the wheelhouse (a no-op when they are there)."""
@@ -314,20 +195,15 @@ class Builder:
         log.unlink(missing_ok=True)
         try:
             root = self.preparer.source_tree(node.source, node.patches, work / "src")
-            hooks = self.planner.hooks(node)
+            hooks = self.planner.collector.hooks(node)
             view = node.view
             if hooks is not None and "prepare_source" in hooks:
                 call_hook(hooks, "prepare_source", view, root)
-            env = dict(node.settings.env)
-            for name in self.planner.project.settings.signature.env_pass_through:
-                if name in self.planner.environ:
-                    env[name] = self.planner.environ[name]
+            env = self.planner.collector.build_env(node)
             if hooks is not None and "update_env" in hooks:
                 env = dict(call_hook(hooks, "update_env", view, dict(env)))
             with BuildEnvironment(work / "env", interpreter=self.preparer.python) as benv:
-                wheels = self.preparer.wheels(
-                    [w for w in node.locked.wheels if canonicalize_name(w.name) not in node.deps]
-                )
+                wheels = self.preparer.wheels(locked_wheels(node))
                 wheels += self._dep_wheels(node, deps, work / "deps")
                 benv.install(wheels)
                 out = work / "out"

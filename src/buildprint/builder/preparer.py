@@ -1,0 +1,119 @@
+"""Preparing a package for its build: its patched source tree, and its locked build
+requirements (read from the backend in a fresh environment)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from buildprint.builder import backend
+from buildprint.builder.environment import BuildEnvironment
+from buildprint.builder.patching import apply_patches
+from buildprint.inputs.extract import safe_extract
+from buildprint.project.settings import PackageSettings
+from buildprint.resolve.index import PackageIndex
+from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
+from buildprint.resolve.metadata import install_requirements
+from buildprint.resolve.pins import fetch_pinned, resolve
+from buildprint.resolve.sources import ResolvedSource, SourceResolver
+
+__all__ = ["Preparer"]
+
+
+@dataclass
+class Preparer:
+    """Turns a source into a patched tree at a stable path, and locks build requirements."""
+
+    index: PackageIndex
+    resolver: SourceResolver
+    work_root: Path
+    logs: Path  # where lock and build logs are kept (a failure's message points there)
+    python: str
+    python_version: str
+    built_names: set[str] = field(default_factory=set)
+    read_install_requirements: bool = False  # --with-deps
+
+    def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
+        """Extract (or copy) the source into ``dest`` and apply the patches in order."""
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        located = self.resolver.fetch(source)
+        if located.is_dir():
+            root = dest / f"{source.name}-{source.version}"
+            shutil.copytree(located, root, symlinks=True)
+        else:
+            root = safe_extract(located, dest)
+        apply_patches(root, list(patches))
+        return root
+
+    def wheels(self, pinned: Sequence[PinnedWheel]) -> list[Path]:
+        """Download (verified, cached) the locked wheels, under their own file names."""
+        return [fetch_pinned(w, self.index) for w in pinned]
+
+    def lock(
+        self,
+        name: str,
+        requirement: Requirement,
+        source: ResolvedSource,
+        patches: list[Path],
+        settings: PackageSettings,
+    ) -> LockedBuildDeps:
+        """Find the package's build requirements (static and from the backend) and pin them;
+        with :attr:`read_install_requirements`, also its install requirements."""
+        del requirement
+        with tempfile.TemporaryDirectory(dir=self._tmp()) as tmp:
+            root = self.source_tree(source, patches, Path(tmp) / "src")
+            system = backend.read_build_system(root)
+            static = [r for r in system.requires if not self._is_built(r, name)]
+            origin = root / "pyproject.toml"
+            wheels = (
+                resolve(static, self.index, self.python_version, origin=origin) if static else []
+            )
+            log = self.logs / f"{name}-{source.version}-lock.log"
+            self.logs.mkdir(parents=True, exist_ok=True)
+            log.unlink(missing_ok=True)
+            with BuildEnvironment(Path(tmp) / "env", interpreter=self.python) as env:
+                env.install(self.wheels(wheels))
+                dynamic = backend.get_requires_for_build_wheel(
+                    root, env, settings.config_settings, settings.env, log_path=log
+                )
+                extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
+                if extra:
+                    wheels = resolve(
+                        [*static, *extra],
+                        self.index,
+                        self.python_version,
+                        preferences=wheels,
+                        origin=origin,
+                    )
+                runtime = None
+                if self.read_install_requirements:
+                    if extra:
+                        env.install(self.wheels(wheels))
+                    runtime = install_requirements(
+                        root,
+                        lambda: backend.prepare_metadata_for_build_wheel(
+                            root,
+                            env,
+                            Path(tmp) / "metadata",
+                            settings.config_settings,
+                            settings.env,
+                            log_path=log,
+                        ),
+                    )
+            requires = list(dict.fromkeys([*system.requires, *dynamic]))
+        return LockedBuildDeps(requires=requires, wheels=wheels, runtime=runtime)
+
+    def _is_built(self, requirement: str, name: str) -> bool:
+        other = canonicalize_name(Requirement(requirement).name)
+        return other in self.built_names and other != name
+
+    def _tmp(self) -> Path:
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        return self.work_root

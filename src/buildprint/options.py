@@ -1,0 +1,24 @@
+"""Run options: what comes from the command line (or a library caller), not the project files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Options"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Run options that come from the command line rather than the project files."""
+
+    requirements: Sequence[str] = ()
+    requirement_files: Sequence[Path] = ()
+    force: Sequence[str] = ()
+    reuse_by_version: Sequence[str] = ()
+    store: Path | None = None
+    index_url: str | None = None
+    find_links: Sequence[str] = ()
+    remotes: Sequence[str] = ()  # extra remote caches (read and write), tried after settings'
+    with_deps: bool = False  # also build the install dependencies, resolved and locked
