@@ -43,8 +43,8 @@ def types(session: nox.Session) -> None:
 
 @nox.session
 def fast(session: nox.Session) -> None:
-    """The core suite minus ``slow``: no servers, no network."""
-    _python(session, "pytest", "-q", "-m", FAST, *session.posargs)
+    """The core suite minus ``slow``: no servers, no network; one pytest worker per core."""
+    _python(session, "pytest", "-q", "-n", "auto", "-m", FAST, *session.posargs)
 
 
 @nox.session

@@ -51,10 +51,6 @@ def _sockets_to(port: int) -> dict[int, str]:
     return found
 
 
-def _open_sockets(port: int) -> set[int]:
-    return {p for p, state in _sockets_to(port).items() if state == _ESTABLISHED}
-
-
 class _Cache:
     """A cache base on nginx: where its files are, and the GET target of each."""
 
@@ -62,6 +58,16 @@ class _Cache:
         self.port = server.port
         self.prefix = urlsplit(url).path
         self.root = server.data / self.prefix.strip("/")
+        # Connections to the session's nginx that earlier tests of this process still hold
+        # (their clients' pools) are not this test's: only newer ones are looked at.
+        self._older = set(_sockets_to(self.port))
+
+    def sockets(self) -> dict[int, str]:
+        """The sockets this test opened to the server: local port -> state."""
+        return {p: s for p, s in _sockets_to(self.port).items() if p not in self._older}
+
+    def open_sockets(self) -> set[int]:
+        return {p for p, state in self.sockets().items() if state == _ESTABLISHED}
 
     def put(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
@@ -116,12 +122,12 @@ def test_missing_blob_answers_404_and_its_connection_is_kept(
 ) -> None:
     with gets.get(cache.target("0" * 64), "blob") as (status, _body):
         assert status == 404  # the refusal body is drained on leaving, not read by the caller
-    kept = _open_sockets(cache.port)
+    kept = cache.open_sockets()
     assert len(kept) == 1
     sha = cache.put(b"after a refusal")
     with gets.get(cache.target(sha), "blob") as (status, body):
         assert status == 200 and read_all(body) == b"after a refusal"
-    assert _open_sockets(cache.port) == kept
+    assert cache.open_sockets() == kept
 
 
 def test_digest_mismatch_is_detected_and_leaves_nothing(
@@ -142,12 +148,12 @@ def test_digest_mismatch_is_detected_and_leaves_nothing(
 def test_one_kept_alive_connection_serves_consecutive_gets(
     cache: _Cache, gets: DirectGets, tmp_path: Path
 ) -> None:
-    assert _open_sockets(cache.port) == set()
+    assert cache.open_sockets() == set()
     blobs = [cache.put(b"blob %d" % i * 1000) for i in range(5)]
     seen: list[set[int]] = []
     for sha in blobs:
         _download(gets, cache, sha, tmp_path / sha)
-        seen.append(_open_sockets(cache.port))
+        seen.append(cache.open_sockets())
     assert len(seen[0]) == 1
     assert all(ports == seen[0] for ports in seen)
 
@@ -162,7 +168,7 @@ def test_concurrent_gets_take_separate_connections_and_return_them(
     ):
         assert (status_a, status_b) == (200, 200)
         assert read_all(body_a) == b"first" and read_all(body_b) == b"second"
-        both = _open_sockets(cache.port)
+        both = cache.open_sockets()
     assert len(both) == 2
     # Both went back to the pool: the next two GETs at once use the same two connections.
     with (
@@ -170,7 +176,7 @@ def test_concurrent_gets_take_separate_connections_and_return_them(
         gets.get(cache.target(second), "blob") as (_, body_b),
     ):
         assert read_all(body_a) == b"first" and read_all(body_b) == b"second"
-        assert _open_sockets(cache.port) == both
+        assert cache.open_sockets() == both
 
 
 def test_a_body_left_unread_closes_its_connection(cache: _Cache, gets: DirectGets) -> None:
@@ -180,7 +186,7 @@ def test_a_body_left_unread_closes_its_connection(cache: _Cache, gets: DirectGet
         assert status == 200
         assert len(next(body)) > 0  # the caller stops after one piece (an error, a mismatch)
     # Its connection still has the rest of the body in flight: closed, never pooled.
-    assert _sockets_to(cache.port) == {}
+    assert cache.sockets() == {}
     with gets.get(cache.target(sha), "blob") as (status, body):
         assert status == 200 and read_all(body) == data
 
@@ -189,11 +195,11 @@ def test_a_connection_the_server_will_close_is_not_kept(cache: _Cache, gets: Dir
     # nginx answers a too-long target with 414 and "Connection: close".
     with gets.get(cache.prefix + "/" + "x" * 20_000, "blob") as (status, _body):
         assert status == 414
-    assert _sockets_to(cache.port) == {}  # closed by the client too, not pooled half-dead
+    assert cache.sockets() == {}  # closed by the client too, not pooled half-dead
     sha = cache.put(b"next")
     with gets.get(cache.target(sha), "blob") as (status, body):
         assert status == 200 and read_all(body) == b"next"
-    assert len(_open_sockets(cache.port)) == 1
+    assert len(cache.open_sockets()) == 1
 
 
 def test_unreachable_server_raises_without_quoting_the_target() -> None:
@@ -226,17 +232,17 @@ def test_kept_alive_connection_the_server_closed_is_replaced(
     try:
         sha = cache.put(b"before the reload")
         assert _download(gets, cache, sha, tmp_path / "a") == len(b"before the reload")
-        [idle] = _open_sockets(cache.port)
+        [idle] = cache.open_sockets()
         # A reload retires the old worker, which closes its idle keep-alive connections.
         own_nginx.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
-        while _sockets_to(cache.port).get(idle) != _CLOSE_WAIT:
+        while cache.sockets().get(idle) != _CLOSE_WAIT:
             assert time.monotonic() < deadline, "nginx did not close the idle connection"
             time.sleep(0.05)
         later = cache.put(b"after the reload")
         assert _download(gets, cache, later, tmp_path / "b") == len(b"after the reload")
-        [fresh] = _open_sockets(cache.port)
+        [fresh] = cache.open_sockets()
         assert fresh != idle
-        assert idle not in _sockets_to(cache.port)  # the dead one was closed, not kept
+        assert idle not in cache.sockets()  # the dead one was closed, not kept
     finally:
         gets.close()
