@@ -208,17 +208,20 @@ def build_env(
 def remap_source_flags(environ: Mapping[str, str], source_dir: Path) -> dict[str, str]:
     """``environ`` with compiler flags that rewrite ``source_dir`` to ``/buildprint/<name>``.
 
-    Appends ``-ffile-prefix-map`` (gcc >= 8, clang >= 10) to ``CFLAGS`` and ``CXXFLAGS`` and
+    Appends ``-ffile-prefix-map`` (gcc >= 8, clang >= 10) to ``CPPFLAGS`` and
     ``--remap-path-prefix`` to ``RUSTFLAGS``, after whatever the caller set, so debug info and
-    ``__FILE__`` no longer name the build directory. Opt-in: some compilers (nvcc as a host
-    compiler wrapper, old toolchains) reject these flags.
+    ``__FILE__`` no longer name the build directory. ``CPPFLAGS`` because setuptools (like
+    meson and CMake) *adds* it to every compile and link command, while a ``CFLAGS`` or
+    ``CXXFLAGS`` in the environment *replaces* the interpreter's own flags (``-DNDEBUG -g
+    -fwrapv -O3 -Wall``): setting those would build unlike ``pip wheel``. ``CFLAGS`` and
+    ``CXXFLAGS`` are left to the package's settings, with the meaning they have under pip.
+    Opt-in: some compilers (nvcc as a host compiler wrapper, old toolchains) reject these flags.
     """
     source_dir = Path(source_dir).absolute()
     stable = f"/buildprint/{source_dir.name}"
     result = dict(environ)
     for variable, flag in (
-        ("CFLAGS", f"-ffile-prefix-map={source_dir}={stable}"),
-        ("CXXFLAGS", f"-ffile-prefix-map={source_dir}={stable}"),
+        ("CPPFLAGS", f"-ffile-prefix-map={source_dir}={stable}"),
         ("RUSTFLAGS", f"--remap-path-prefix={source_dir}={stable}"),
     ):
         current = result.get(variable, "").strip()

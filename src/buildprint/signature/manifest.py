@@ -20,8 +20,9 @@ from buildprint.signature.canonical import (
 __all__ = ["SCHEME", "Component", "Manifest", "PackageRef", "signature_of"]
 
 #: Version of the signature algorithm. Bump it whenever hashing or component values change
-#: meaning, so old and new signatures can never collide.
-SCHEME = 1
+#: meaning, or builds under the same inputs would produce different wheels, so old and new
+#: signatures can never collide (history in docs/signature.md).
+SCHEME = 2
 
 
 @dataclass(frozen=True)
