@@ -7,9 +7,11 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
 from buildprint.builder import backend
@@ -20,7 +22,7 @@ from buildprint.project.settings import PackageSettings
 from buildprint.resolve.index import PackageIndex
 from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
 from buildprint.resolve.metadata import install_requirements
-from buildprint.resolve.pins import fetch_pinned, resolve
+from buildprint.resolve.pins import fetch_pinned, resolve, tags_for
 from buildprint.resolve.sources import ResolvedSource, SourceResolver
 
 __all__ = ["Preparer"]
@@ -38,6 +40,11 @@ class Preparer:
     python_version: str
     built_names: set[str] = field(default_factory=set)
     read_install_requirements: bool = False  # --with-deps
+
+    @cached_property
+    def tags(self) -> frozenset[Tag]:
+        """The wheel tags the build interpreter installs (what a built wheel must carry)."""
+        return frozenset(tags_for(self.python_version))
 
     def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
         """Extract (or copy) the source into ``dest`` and apply the patches in order."""

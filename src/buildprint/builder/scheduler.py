@@ -15,7 +15,7 @@ from buildprint.builder.environment import BuildEnvironment
 from buildprint.builder.guard import kill_guarded
 from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
-from buildprint.builder.wheel import artifact_digest, embed_manifest
+from buildprint.builder.wheel import artifact_digest, check_built_wheel, embed_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, BuildprintError
 from buildprint.plan.decision import Decision
@@ -233,6 +233,7 @@ class Builder:
                         # machines (or checkouts) build different bytes from equal inputs.
                         remap_source_path=True,
                     )
+            check_built_wheel(built, node.name, node.version, self.preparer.tags)
             final = embed_manifest(built, manifest.to_bytes(), work / "final")
             sha = self.store.put_blob(final)
             record = ActionRecord(

@@ -16,12 +16,24 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Collection
+from email.parser import HeaderParser
 from pathlib import Path
 
-from buildprint.errors import InputError
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from buildprint.errors import BuildFailed, InputError
 from buildprint.signature.canonical import digest_value
 
-__all__ = ["MANIFEST_NAME", "artifact_digest", "embed_manifest", "read_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "artifact_digest",
+    "check_built_wheel",
+    "embed_manifest",
+    "read_manifest",
+]
 
 #: File name of the embedded manifest inside ``<name>-<version>.dist-info/``.
 MANIFEST_NAME = "buildprint.json"
@@ -242,3 +254,39 @@ def artifact_digest(wheel: Path) -> str:
             raise InputError(f"damaged wheel archive: {exc}", file=wheel) from None
     entries.sort()
     return digest_value({"scheme": _DIGEST_SCHEME, "files": entries})
+
+
+def check_built_wheel(wheel: Path, name: str, version: str, supported: Collection[Tag]) -> None:
+    """Refuse a wheel a backend (or a ``build_wheel`` hook) returned for package ``name``
+    ``version`` unless its file name and its METADATA say that same distribution and version,
+    and at least one of its tags is one the build interpreter ``supported`` installs: a
+    mismatch would be stored under the package's signature as something it is not."""
+
+    def refuse(what: str) -> BuildFailed:
+        return BuildFailed(
+            f"the build of {name} {version} returned {wheel.name}: {what}; nothing was stored",
+            file=wheel,
+        )
+
+    try:
+        got_name, got_version, _build, tags = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename as exc:
+        raise refuse(f"not a wheel file name ({exc})") from None
+    if got_name != canonicalize_name(name) or got_version != Version(version):
+        raise refuse(f"it is {got_name} {got_version}")
+    if not tags & set(supported):
+        shown = ", ".join(sorted(str(t) for t in tags))
+        raise refuse(f"its tags ({shown}) are not ones this interpreter installs")
+    try:
+        with _open(wheel) as zf:
+            metadata = zf.read(f"{_dist_info(zf, wheel)}/METADATA").decode("utf-8", "replace")
+    except (InputError, KeyError, *_ZIP_ERRORS) as exc:
+        raise refuse(f"its metadata cannot be read ({exc})") from None
+    headers = HeaderParser().parsestr(metadata)
+    meta_name, meta_version = headers.get("Name", ""), headers.get("Version", "")
+    try:
+        same = canonicalize_name(meta_name) == got_name and Version(meta_version) == got_version
+    except InvalidVersion:
+        same = False
+    if not same:
+        raise refuse(f"its METADATA says {meta_name} {meta_version}")
