@@ -17,6 +17,7 @@ __all__ = [
     "copy_atomic",
     "fsync_dir",
     "fsync_file",
+    "new_temp_file",
     "stat_key",
     "sync_filesystem",
     "write_atomic",
@@ -91,11 +92,49 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, which would race
+    with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_START
+
+
+def _umask_at_start() -> int:
+    # Where /proc is missing: read once while the module is imported (one thread, at start).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_START = _umask_at_start()
+
+
+def new_temp_file(folder: Path, name: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new temp file beside the file ``name`` in ``folder``, to be renamed over it: an open
+    descriptor and its path. Its mode is what the umask gives a new file (``0644`` under the
+    usual ``022``), not ``mkstemp``'s ``0600``: wheels, ``simple/`` pages and the lock file are
+    read by other users (a web server serving the wheelhouse)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, Path(tmp)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file beside it, fsync, rename. A reader (or a
     process killed half-way) sees the old file or the new one, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = new_temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -113,7 +152,7 @@ def copy_atomic(source: Path, target: Path, *, link: bool = False) -> None:
     system allows one), through a temp file beside it and a rename, like :func:`write_atomic`
     (the caller flushes when the copy must survive a crash)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = new_temp_file(target.parent, target.name)
     os.close(fd)
     try:
         if link:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 import zipfile
 import zlib
@@ -25,6 +24,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import BuildFailed, InputError
+from buildprint.fsio import new_temp_file
 from buildprint.signature.canonical import digest_value
 
 __all__ = [
@@ -141,8 +141,7 @@ def embed_manifest(wheel: Path, manifest_json: bytes, dest_dir: Path) -> Path:
     _manifest_date_time()  # a bad SOURCE_DATE_EPOCH fails before anything is written
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / wheel.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{wheel.name}.", suffix=".tmp", dir=dest_dir)
-    tmp = Path(tmp_name)
+    fd, tmp = new_temp_file(dest_dir, wheel.name)
     try:
         with os.fdopen(fd, "wb") as raw:
             with _open(wheel) as src, zipfile.ZipFile(raw, "w") as out:

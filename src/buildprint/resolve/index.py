@@ -27,7 +27,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
-from buildprint.fsio import copy_atomic, fsync_dir
+from buildprint.fsio import copy_atomic, fsync_dir, new_temp_file
 from buildprint.urls import redact_url, scrub_credentials
 
 __all__ = [
@@ -510,10 +510,7 @@ class PackageIndex:
     def _fetch(self, f: DistFile, target: Path) -> None:
         """Stream ``f`` into a temp file beside ``target``, verify, then rename into place."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".part", dir=target.parent
-        )
-        tmp = Path(tmp_name)
+        fd, tmp = new_temp_file(target.parent, target.name, ".part")
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
