@@ -30,8 +30,6 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
 from buildprint import Engine
 from buildprint.builder.patching import apply_patches
 from buildprint.builder.wheel import artifact_digest, embed_manifest
@@ -193,12 +191,12 @@ def mark_all_built(root: Path) -> float:
 
     def lock_step(
         name: str,
-        requirement: Requirement,
+        previous: LockedBuildDeps | None,
         source: ResolvedSource,
         patches: list[Path],
         settings: PackageSettings,
     ) -> LockedBuildDeps:
-        del name, requirement, source, patches, settings
+        del name, previous, source, patches, settings
         return LockedBuildDeps(requires=["setuptools>=61"], wheels=[pin])
 
     started = time.perf_counter()

@@ -40,7 +40,7 @@ class Locker:
     def __call__(
         self,
         name: str,
-        requirement: Requirement,
+        previous: LockedBuildDeps | None,
         source: ResolvedSource,
         patches: list[Path],
         settings: PackageSettings,

@@ -66,21 +66,25 @@ class Preparer:
     def lock(
         self,
         name: str,
-        requirement: Requirement,
+        previous: LockedBuildDeps | None,
         source: ResolvedSource,
         patches: list[Path],
         settings: PackageSettings,
     ) -> LockedBuildDeps:
-        """Find the package's build requirements (static and from the backend) and pin them;
-        with :attr:`read_install_requirements`, also its install requirements."""
-        del requirement
+        """Find the package's build requirements (static and from the backend) and pin them,
+        keeping the ``previous`` entry's pins where they still satisfy them (a new source
+        moves only what it must; ``lock --upgrade`` passes none); with
+        :attr:`read_install_requirements`, also its install requirements."""
+        kept = previous.wheels if previous is not None else []
         with tempfile.TemporaryDirectory(dir=self._tmp()) as tmp:
             root = self.source_tree(source, patches, Path(tmp) / "src")
             system = backend.read_build_system(root)
             static = [r for r in system.requires if not self._is_built(r, name)]
             origin = root / "pyproject.toml"
             wheels = (
-                resolve(static, self.index, self.python_version, origin=origin) if static else []
+                resolve(static, self.index, self.python_version, preferences=kept, origin=origin)
+                if static
+                else []
             )
             log = self.logs / f"{name}-{source.version}-lock.log"
             self.logs.mkdir(parents=True, exist_ok=True)
@@ -96,7 +100,10 @@ class Preparer:
                         [*static, *extra],
                         self.index,
                         self.python_version,
-                        preferences=wheels,
+                        preferences=[
+                            *wheels,
+                            *(w for w in kept if w.name not in {p.name for p in wheels}),
+                        ],
                         origin=origin,
                     )
                 runtime = None

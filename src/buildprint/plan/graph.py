@@ -67,9 +67,10 @@ class PackageNode:
         return PackageView(self.name, HookVersion(self.version), self.settings)
 
 
-#: Locks one package's build requirements: (name, requirement, source, patches, settings).
+#: Locks one package's build requirements: (name, its previous lock entry or None, source,
+#: patches, settings). The previous pins are kept where they still fit: no drift.
 LockStep = Callable[
-    [str, Requirement, ResolvedSource, list[Path], PackageSettings], LockedBuildDeps
+    [str, LockedBuildDeps | None, ResolvedSource, list[Path], PackageSettings], LockedBuildDeps
 ]
 
 
@@ -109,7 +110,9 @@ def load_graph(
             or (install_requirements and locked.runtime is None)
         ):
             try:
-                locked = replace(lock_step(name, req, source, patches, settings), source=source_key)
+                locked = replace(
+                    lock_step(name, locked, source, patches, settings), source=source_key
+                )
                 lock.set(name, locked)
             except BuildFailed as failed:
                 locked, lock_error = LockedBuildDeps([], []), str(failed)
