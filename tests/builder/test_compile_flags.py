@@ -15,47 +15,8 @@ from buildprint import Engine
 from buildprint.builder.backend import remap_source_flags
 from tests.support.cli import PackageSpec, write_project
 
-#: A C extension that reports how it was compiled.
-PROBE_C = """\
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-static PyObject *flags(PyObject *self, PyObject *unused) {
-#ifdef NDEBUG
-    int ndebug = 1;
-#else
-    int ndebug = 0;
-#endif
-#ifdef __OPTIMIZE__
-    int optimize = 1;
-#else
-    int optimize = 0;
-#endif
-    return Py_BuildValue("{s:i,s:i}", "NDEBUG", ndebug, "__OPTIMIZE__", optimize);
-}
-
-static PyObject *add(PyObject *self, PyObject *args) {
-    long a, b;
-    if (!PyArg_ParseTuple(args, "ll", &a, &b)) {
-        return NULL;
-    }
-    return PyLong_FromLong(a + b);
-}
-
-static PyMethodDef methods[] = {
-    {"flags", flags, METH_NOARGS, "How this module was compiled."},
-    {"add", add, METH_VARARGS, "Add two integers in C."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "probe._speedups", NULL, -1, methods,
-};
-
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
-"""
-
-PROBE = PackageSpec("probe", backend="c-ext", files={"probe/_speedups.c": PROBE_C})
+#: The c-ext fixture's module reports how it was compiled (``_speedups.flags()``).
+PROBE = PackageSpec("probe", backend="c-ext")
 
 
 def compiled_with(wheel: Path, where: Path) -> str:

@@ -88,8 +88,24 @@ static PyObject *add(PyObject *self, PyObject *args) {
     return PyLong_FromLong(a + b);
 }
 
+/* How this module was compiled: what a default build must share with `pip wheel`. */
+static PyObject *flags(PyObject *self, PyObject *unused) {
+#ifdef NDEBUG
+    int ndebug = 1;
+#else
+    int ndebug = 0;
+#endif
+#ifdef __OPTIMIZE__
+    int optimize = 1;
+#else
+    int optimize = 0;
+#endif
+    return Py_BuildValue("{s:i,s:i}", "NDEBUG", ndebug, "__OPTIMIZE__", optimize);
+}
+
 static PyMethodDef methods[] = {
     {"add", add, METH_VARARGS, "Add two integers in C."},
+    {"flags", flags, METH_NOARGS, "How this module was compiled."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -123,8 +139,9 @@ def make_sdist(
 
     The tree holds ``PKG-INFO``, ``pyproject.toml`` for ``backend`` and a package ``<module>``
     whose ``__version__`` is ``version``; ``c-ext`` adds a C extension ``<module>._speedups``
-    with ``add(a, b)`` built by setuptools. ``files`` (relative path -> text) add to or replace
-    the defaults; ``extra_pyproject`` is appended to ``pyproject.toml`` (new tables only).
+    with ``add(a, b)`` and ``flags()`` (``NDEBUG``, ``__OPTIMIZE__``) built by setuptools.
+    ``files`` (relative path -> text) add to or replace the defaults; ``extra_pyproject`` is
+    appended to ``pyproject.toml`` (new tables only).
     The archive is deterministic: same arguments, same bytes.
     """
     if backend not in BACKENDS:

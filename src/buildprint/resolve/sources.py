@@ -20,6 +20,7 @@ from buildprint.project.settings import SourceSpec
 from buildprint.resolve.index import DistFile, PackageIndex
 from buildprint.signature.canonical import digest_bytes
 from buildprint.store.memo import Memo
+from buildprint.urls import redact_url
 
 __all__ = ["ResolvedSource", "SourceResolver"]
 
@@ -114,7 +115,8 @@ class SourceResolver:
                 return self._from_dist(name, version, dist)
             except InputError as exc:
                 # The sha256 (or the URL) that does not hold is the settings file's.
-                raise InputError(f"source {exc.file}: {exc.message}", file=settings_file) from None
+                where = exc.file or redact_url(spec.url)
+                raise InputError(f"source {where}: {exc.message}", file=settings_file) from None
         version = self._pinned(requirement) or self._newest(requirement)
         key = f"index:{self.index.index_url}:{name}:{version}"
         cached = self.memo.get(key)
