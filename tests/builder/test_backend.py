@@ -17,16 +17,17 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from buildprint.builder.backend import (
+    CONSTRUCTED,
     LEGACY_BACKEND,
     BackendFailed,
     BuildSystem,
-    build_env,
     build_wheel,
     get_requires_for_build_wheel,
     read_build_system,
 )
 from buildprint.builder.environment import BuildEnvironment
 from buildprint.errors import BuildFailed, InputError
+from buildprint.inputs.toolchain import DEFAULT_SEARCH_PATH
 from tests.support.sdists import BACKENDS, Backend, extract_sdist, make_sdist, module_name
 
 WheelPathsFor = Callable[[Backend], list[Path]]
@@ -193,12 +194,17 @@ setup()
 
 
 @pytest.mark.slow
-def test_only_the_allow_list_and_given_variables_reach_the_backend(
+def test_the_backend_gets_a_constructed_environment_and_nothing_of_the_callers(
     tmp_path: Path, envs: dict[Backend, BuildEnvironment], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Changed with the hermetic builds (issue 10): HOME, TMPDIR, LANG and PATH used to be
+    # passed through from the caller; now every variable is buildprint's or declared.
     monkeypatch.setenv("CANARY_SECRET", "hunter2-do-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
-    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LANG", "de_DE.ISO-8859-1")
+    monkeypatch.setenv("HOME", str(tmp_path / "caller-home"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'wrappers'}{os.pathsep}{os.environ['PATH']}")
     sdist = make_sdist(tmp_path, "envdump", "1.0", "setuptools", files={"setup.py": ENV_DUMP_SETUP})
     source = extract_sdist(sdist, tmp_path / "work")
     env = envs["setuptools"]
@@ -217,20 +223,29 @@ def test_only_the_allow_list_and_given_variables_reach_the_backend(
     assert seen["BUILD_FLAVOR"] == "blue"
     assert seen["CFLAGS"] == "-O1"
     assert seen["SOURCE_DATE_EPOCH"] == "1234567890"
-    assert seen["LANG"] == "C.UTF-8"
-    assert seen["PATH"].split(os.pathsep)[0] == str(env.bin_dir)
-    assert "CANARY_SECRET" not in seen
-    assert "AWS_SECRET_ACCESS_KEY" not in seen
-    # Every caller variable the backend saw is one the runner sets or passes on purpose
-    # (Python itself may coerce LC_CTYPE, PEP 538); anything else is a leak.
-    given = set(build_env(env, {"BUILD_FLAVOR": "blue", "CFLAGS": "-O1"}))
-    assert given >= {"PATH", "HOME", "LANG"}
-    assert "CANARY_SECRET" not in given
-    leaked = {k for k in seen if k in os.environ and k not in given and k != "LC_CTYPE"}
-    assert leaked == set()
+    assert seen["LANG"] == seen["LC_ALL"] == "C.UTF-8"
+    assert seen["HOME"] == str(env.home_dir) and seen["TMPDIR"] == str(env.tmp_dir)
+    path = seen["PATH"].split(os.pathsep)
+    assert path[0] == str(env.bin_dir)
+    assert str(tmp_path / "wrappers") not in path
+    assert set(path[1:]) <= set(DEFAULT_SEARCH_PATH)
+    # Every variable the backend saw is one buildprint sets or one it was given (Python
+    # itself may coerce LC_CTYPE, PEP 538; pyproject-hooks adds _PYPROJECT_HOOKS_*).
+    extra = {k for k in seen if not k.startswith("_PYPROJECT_HOOKS_") and k != "LC_CTYPE"}
+    assert extra == set(CONSTRUCTED) | {"BUILD_FLAVOR", "CFLAGS"}
     # SOURCE_DATE_EPOCH (2009-02-13 UTC) also set the wheel's zip timestamps.
     with zipfile.ZipFile(wheel) as archive:
         assert {info.date_time[:3] for info in archive.infolist()} == {(2009, 2, 13)}
+
+
+def test_uv_variables_do_not_steer_environment_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV_VENV_SEED", "1")  # would seed pip, setuptools and wheel
+    monkeypatch.setenv("VIRTUAL_ENV", str(tmp_path / "elsewhere"))
+    with BuildEnvironment(tmp_path / "env") as env:
+        site = next(env.path.glob("lib/python*/site-packages"))
+        assert sorted(p.name for p in site.iterdir() if not p.name.startswith("_")) == []
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
 """PEP 517 runner: read ``[build-system]`` and call the backend in a clean, logged subprocess.
 
-Reproducibility: the backend runs with ``SOURCE_DATE_EPOCH`` fixed, ``PYTHONHASHSEED=0`` and an
-environment reduced to an allow-list, so the same source built twice gives the same wheel where
-the backend allows. Paths also leak into builds (C extensions record the compile directory in
-debug info), so callers must build in a directory that does not vary between runs, e.g.
-``<work>/<name>-<version>/`` re-created for each build, never a random temporary folder.
+Reproducibility: the backend runs in a constructed environment (:func:`build_env`: its own
+empty ``HOME`` and ``TMPDIR``, a fixed locale, ``SOURCE_DATE_EPOCH``, ``PYTHONHASHSEED=0``, a
+``PATH`` of identified tools, and the package's declared variables; nothing inherited), so
+the same source built twice gives the same wheel where the backend allows. Paths also leak
+into builds (C extensions record the compile directory in debug info), so callers must build
+in a directory that does not vary between runs, e.g. ``<work>/<name>-<version>/`` re-created
+for each build, never a random temporary folder (or remap it: :func:`remap_source_flags`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ from pyproject_hooks import (
 from buildprint.builder.environment import BuildEnvironment
 from buildprint.builder.guard import run_guarded
 from buildprint.errors import BuildFailed, InputError
+from buildprint.inputs.toolchain import toolset
 from buildprint.project.toml import line_of
 
 __all__ = [
+    "CONSTRUCTED",
     "DEFAULT_SOURCE_DATE_EPOCH",
+    "FIXED_LOCALE",
     "LEGACY_BACKEND",
     "LEGACY_REQUIRES",
-    "PASSED_THROUGH",
     "BackendFailed",
     "BuildSystem",
     "ConfigSettings",
@@ -60,8 +64,24 @@ LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 #: PEP 518's fallback for projects without ``[build-system]``.
 LEGACY_REQUIRES = ("setuptools>=40.8.0",)
 
-#: The only caller variables handed to a build unless the caller passes more explicitly.
-PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR")
+#: The variables buildprint sets for every build (see :func:`build_env`); a build receives
+#: these and its declared ones (settings ``env`` and pass-through), nothing else.
+CONSTRUCTED = (
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "PATH",
+    "VIRTUAL_ENV",
+    "SOURCE_DATE_EPOCH",
+    "PYTHONHASHSEED",
+    "PYTHONNOUSERSITE",
+    "PYTHONDONTWRITEBYTECODE",
+    "PIP_NO_INPUT",
+)
+
+#: The locale every build runs in (glibc has it built in since 2.35; Debian long before).
+FIXED_LOCALE = "C.UTF-8"
 
 #: How many log lines a :class:`BackendFailed` carries.
 LOG_TAIL_LINES = 30
@@ -170,38 +190,37 @@ def build_env(
     extra_env: Mapping[str, str] | None = None,
     *,
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
-    caller_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The exact environment a backend sees.
+    """The exact environment a backend sees: constructed, nothing taken from the caller.
 
-    Only :data:`PASSED_THROUGH` comes from the caller's environment; ``extra_env`` (the
-    package's variables and any explicit pass-through) is laid over the fixed values, and the
-    build environment's ``bin`` folder always comes first on ``PATH``.
+    :data:`CONSTRUCTED` lists what buildprint sets: an empty ``HOME`` and ``TMPDIR`` of the
+    build's own (made afresh here, see :attr:`BuildEnvironment.home_dir`), the ``C.UTF-8``
+    locale, ``SOURCE_DATE_EPOCH`` and a ``PATH`` of the build environment's ``bin`` then the
+    folders of the tools :func:`~buildprint.inputs.toolchain.toolset` finds (the ones the
+    ``toolchain`` component identifies). ``extra_env`` (the package's declared variables:
+    its settings' ``env`` and pass-through) is laid over them; a declared ``PATH`` is the
+    search path itself, after the build environment's ``bin``.
     """
-    source = os.environ if caller_env is None else caller_env
-    result = {key: source[key] for key in PASSED_THROUGH if key in source}
-    result.update(
-        {
-            "VIRTUAL_ENV": str(env.path),
-            "SOURCE_DATE_EPOCH": str(source_date_epoch),
-            # Set iteration order and hash-based output stable across runs.
-            "PYTHONHASHSEED": "0",
-            "PYTHONNOUSERSITE": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PIP_NO_INPUT": "1",
-        }
-    )
-    if extra_env:
-        result.update(extra_env)
-    # Drop empty and relative entries (they would make the build depend on its cwd) and any
-    # other virtualenv the caller runs in; the build environment's bin goes first.
-    foreign_venv = source.get("VIRTUAL_ENV")
-    foreign_bin = str(Path(foreign_venv) / "bin") if foreign_venv else None
-    entries = [str(env.bin_dir)]
-    for entry in result.get("PATH", os.defpath).split(os.pathsep):
-        if entry and os.path.isabs(entry) and entry != foreign_bin and entry not in entries:
-            entries.append(entry)
-    result["PATH"] = os.pathsep.join(entries)
+    declared = dict(extra_env or {})
+    tools = toolset(env.interpreter, declared)
+    for folder in (env.home_dir, env.tmp_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    result = {
+        "HOME": str(env.home_dir),
+        "TMPDIR": str(env.tmp_dir),
+        "LANG": FIXED_LOCALE,
+        "LC_ALL": FIXED_LOCALE,
+        "VIRTUAL_ENV": str(env.path),
+        "SOURCE_DATE_EPOCH": str(source_date_epoch),
+        # Set iteration order and hash-based output stable across runs.
+        "PYTHONHASHSEED": "0",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PIP_NO_INPUT": "1",
+    }
+    result.update(declared)
+    result["PATH"] = os.pathsep.join(dict.fromkeys([str(env.bin_dir), *tools.path]))
     return result
 
 

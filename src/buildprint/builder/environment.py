@@ -22,16 +22,10 @@ __all__ = ["BuildEnvironment", "InstalledWheel", "LinkMode"]
 #: How uv places files from its cache into the environment.
 LinkMode = Literal["copy", "hardlink", "clone", "symlink"]
 
-# Variables that would make uv look at, or install into, something other than what we name.
-_UV_UNWANTED_ENV = (
-    "VIRTUAL_ENV",
-    "CONDA_PREFIX",
-    "UV_PYTHON",
-    "UV_SYSTEM_PYTHON",
-    "UV_PROJECT_ENVIRONMENT",
-    "PYTHONHOME",
-    "PYTHONPATH",
-)
+# The only caller variables uv is given: where it finds the interpreter and keeps its cache.
+# Nothing else (no UV_*, e.g. UV_VENV_SEED, no VIRTUAL_ENV or PYTHONPATH) may steer what it
+# creates or installs.
+_UV_CALLER_ENV = ("PATH", "HOME", "TMPDIR", "XDG_CACHE_HOME", "UV_CACHE_DIR")
 
 
 @dataclass(frozen=True)
@@ -89,8 +83,10 @@ class BuildEnvironment:
         return self
 
     def remove(self) -> None:
-        """Delete the environment from disk (no error if it is already gone)."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the environment (and its build's home and temp folders) from disk (no
+        error if it is already gone)."""
+        for folder in (self.path, self.home_dir, self.tmp_dir):
+            shutil.rmtree(folder, ignore_errors=True)
         self._created = False
         self._installed = []
 
@@ -113,6 +109,16 @@ class BuildEnvironment:
     def bin_dir(self) -> Path:
         """The folder holding the environment's ``python`` and console scripts."""
         return self.path / ("Scripts" if sys.platform == "win32" else "bin")
+
+    @property
+    def home_dir(self) -> Path:
+        """The ``HOME`` a build in this environment gets (beside it, emptied for each hook)."""
+        return self.path.with_name(self.path.name + ".home")
+
+    @property
+    def tmp_dir(self) -> Path:
+        """The ``TMPDIR`` a build in this environment gets (beside it, like :attr:`home_dir`)."""
+        return self.path.with_name(self.path.name + ".tmp")
 
     @property
     def python(self) -> Path:
@@ -166,7 +172,7 @@ class BuildEnvironment:
     # -- helpers ---------------------------------------------------------------------------
 
     def _run_uv(self, args: list[str], *, what: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _UV_UNWANTED_ENV}
+        env = {k: os.environ[k] for k in _UV_CALLER_ENV if k in os.environ}
         env["UV_NO_PROGRESS"] = "1"
         env["UV_PYTHON_DOWNLOADS"] = "never"
         # Guarded: a killed buildprint must not leave uv installing into a folder it drops.

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from buildprint.builder import backend
 from buildprint.builder.environment import BuildEnvironment
@@ -17,12 +18,13 @@ from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
 from buildprint.builder.wheel import artifact_digest, check_built_wheel, embed_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
-from buildprint.errors import BuildFailed, BuildprintError
+from buildprint.errors import BuildFailed, BuildprintError, InputError
 from buildprint.plan.decision import Decision
 from buildprint.plan.graph import PackageNode
 from buildprint.plan.inputs import DepResult, locked_wheels
 from buildprint.plan.planner import Planner
-from buildprint.project.hooks import call_hook
+from buildprint.project.hooks import PluginHooks, call_hook
+from buildprint.project.tracking import HookReads, tracking
 from buildprint.signature.compose import PendingDependencies
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
@@ -197,11 +199,10 @@ class Builder:
             root = self.preparer.source_tree(node.source, node.patches, work / "src")
             hooks = self.planner.collector.hooks(node)
             view = node.view
-            if hooks is not None and "prepare_source" in hooks:
-                call_hook(hooks, "prepare_source", view, root)
+            # The declared variables, update_env's answer included (it ran at plan time).
             env = self.planner.collector.build_env(node)
-            if hooks is not None and "update_env" in hooks:
-                env = dict(call_hook(hooks, "update_env", view, dict(env)))
+            if hooks is not None and "prepare_source" in hooks:
+                _build_time_hook(hooks, "prepare_source", env, view, root)
             with BuildEnvironment(work / "env", interpreter=self.preparer.python) as benv:
                 wheels = self.preparer.wheels(locked_wheels(node))
                 wheels += self._dep_wheels(node, deps, work / "deps")
@@ -209,14 +210,20 @@ class Builder:
                 out = work / "out"
                 shutil.rmtree(out, ignore_errors=True)
                 if hooks is not None and "build_wheel" in hooks:
+                    # The hook gets the environment the backend would get, whole.
+                    environ = backend.remap_source_flags(
+                        backend.build_env(benv, env, source_date_epoch=self.source_date_epoch),
+                        root,
+                    )
                     built = Path(
-                        call_hook(
+                        _build_time_hook(
                             hooks,
                             "build_wheel",
+                            env,
                             view,
                             root,
                             out,
-                            env,
+                            environ,
                             dict(node.settings.config_settings),
                         )
                     )
@@ -273,3 +280,25 @@ class Builder:
                 shutil.copyfile(blob, target)
                 paths.append(target)
         return paths
+
+
+def _build_time_hook(
+    hooks: PluginHooks, name: str, declared: Mapping[str, str], *args: object
+) -> Any:
+    """Call a hook that runs during the build (``prepare_source``, ``build_wheel``), tracked:
+    the signature was composed before it ran, so a hook that reads a variable outside the
+    build's declared ones (or starts a process that inherits the whole environment) could
+    change the wheel without changing the signature. That fails the build, naming it."""
+    reads = HookReads()
+    with tracking(reads):
+        result = call_hook(hooks, name, *args)
+    undeclared = sorted(v for v in reads.env if v not in declared)
+    if undeclared:
+        shown = ", ".join("the whole environment" if v == "*" else v for v in undeclared)
+        raise InputError(
+            f"{name} hook ({hooks.module}) read {shown} from the caller's environment at "
+            "build time, which the signature does not cover: use the env it is given, or "
+            "declare the variable (the package's env or [signature] env-pass-through)",
+            file=hooks.file,
+        )
+    return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -21,7 +22,7 @@ from buildprint.fsio import stat_key
 from buildprint.inputs.env import env_value
 from buildprint.inputs.host import HOST_VARIABLE, host_value
 from buildprint.inputs.plugin import function_reference, module_file, plugin_digest
-from buildprint.inputs.toolchain import interpreter_identity, toolchain_value
+from buildprint.inputs.toolchain import interpreter_identity, toolchain_value, toolset
 from buildprint.plan.graph import PackageNode
 from buildprint.project.hooks import PluginHooks, call_hook, load_function, load_hooks
 from buildprint.project.project import Project
@@ -61,7 +62,10 @@ class InputCollector:
         self.memo = memo
         self.python = python
         self.environ = dict(os.environ if environ is None else environ)
-        self._toolchain: dict[str, CanonicalValue] | None = None
+        self._declared: dict[str, dict[str, str]] = {}
+        self._declared_lock = threading.Lock()
+        #: What the toolchain lookups rest on (see :attr:`Toolset.files`).
+        self.toolchain_files: set[str] = set()
         self._host_hook: PluginHooks | None = None
         self._hooks: dict[str, PluginHooks] = {}
         self._host_code: CanonicalValue = None
@@ -72,10 +76,11 @@ class InputCollector:
         #: Third-party distributions plugin code imports (their versions are recorded).
         self.code_distributions: set[str] = set()
 
-    def toolchain(self) -> dict[str, CanonicalValue]:
-        if self._toolchain is None:
-            self._toolchain = toolchain_value(self.python)
-        return self._toolchain
+    def toolchain(self, node: PackageNode) -> dict[str, CanonicalValue]:
+        """``node``'s toolchain component: the tools its declared variables make it find."""
+        declared = self.build_env(node)
+        self.toolchain_files.update(toolset(self.python, declared).files)
+        return toolchain_value(self.python, declared, self.memo)
 
     def hooks(self, node: PackageNode) -> PluginHooks | None:
         """The plugin hooks acting on ``node`` (loaded once per run)."""
@@ -88,13 +93,48 @@ class InputCollector:
         return self._hooks[module]
 
     def build_env(self, node: PackageNode) -> dict[str, str]:
-        """The variables ``node``'s build is given before hooks: its settings' ``env`` and
-        the declared pass-through variables that are set."""
+        """The variables ``node``'s build is declared to get (buildprint adds its fixed ones,
+        see :func:`buildprint.builder.backend.build_env`): its settings' ``env`` and the
+        declared pass-through variables that are set, then whatever the plugin's
+        ``update_env`` makes of them. That hook runs here, at plan time and tracked, once
+        per run: what it returns is part of the ``env`` component, so a hook reading the
+        caller's environment changes the signature, never just the wheel."""
+        with self._declared_lock:
+            cached = self._declared.get(node.name)
+            if cached is None:
+                cached = self._declared[node.name] = self._declare(node)
+        return dict(cached)
+
+    def _declare(self, node: PackageNode) -> dict[str, str]:
         env = dict(node.settings.env)
         for name in self.project.settings.signature.env_pass_through:
             if name in self.environ:
                 env[name] = self.environ[name]
-        return env
+        if not self._has_hook(node, "update_env"):
+            return env
+        hooks = self.hooks(node)
+        assert hooks is not None
+        with tracking(self.hook_reads):
+            updated = call_hook(hooks, "update_env", node.view, dict(env))
+        if not isinstance(updated, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in updated.items()
+        ):
+            raise InputError(
+                f"update_env ({hooks.module}) must return a mapping of str to str, "
+                f"got {type(updated).__name__}",
+                file=hooks.file,
+            )
+        return dict(updated)
+
+    def _has_hook(self, node: PackageNode, name: str) -> bool:
+        """Whether ``node``'s plugin defines hook ``name``, as its code digest records (so a
+        plugin without it need not be imported to plan)."""
+        module = node.settings.plugin
+        if module is None:
+            return False
+        value = self.plugin_value(module)
+        code = value.get("code", {}) if isinstance(value, dict) else {}
+        return isinstance(code, dict) and f"{module}:{name}" in code
 
     def _host(self, node: PackageNode) -> dict[str, CanonicalValue]:
         variable = self.environ.get(HOST_VARIABLE)
@@ -166,7 +206,7 @@ class InputCollector:
             source=node.source.digest,
             patches=node.patch_digests,
             settings=settings.build_settings(),
-            env=env_value(settings.env, pass_through),
+            env=self._env_value(node, pass_through),
             plugin=plugin,
             build_deps={
                 w.name: {"version": w.version, "sha256": w.sha256} for w in locked_wheels(node)
@@ -175,12 +215,28 @@ class InputCollector:
                 DependencyInput(dep, deps[dep].version, deps[dep].signature, deps[dep].artifact)
                 for dep in node.deps
             ),
-            toolchain=self.toolchain(),
+            toolchain=self.toolchain(node),
             host=host,
             configs=dict(settings.configs),
             rebuild=settings.rebuild,
             recorded=recorded,
         )
+
+    def _env_value(
+        self, node: PackageNode, pass_through: Mapping[str, str | None]
+    ) -> dict[str, CanonicalValue]:
+        """The ``env`` component: settings and pass-through values, or, after an
+        ``update_env`` hook, what it returned (pass-through values it left alone stay
+        digests)."""
+        if not self._has_hook(node, "update_env"):
+            return env_value(node.settings.env, pass_through)
+        declared = self.build_env(node)
+        given = {
+            k: v
+            for k, v in declared.items()
+            if pass_through.get(k, v) != v or k not in pass_through
+        }
+        return env_value(given, {k: v for k, v in pass_through.items() if k not in given})
 
     def manifest(self, node: PackageNode, deps: Mapping[str, DepResult]) -> Manifest:
         """``node``'s manifest for its dependencies' results ``deps``; raises
@@ -188,11 +244,7 @@ class InputCollector:
         dependency's result is unknown."""
         inputs = self.inputs(node, deps)
         hook = None
-        # The plugin digest already says which hooks the module defines: a plugin without a
-        # ``signature`` hook need not be imported to plan.
-        code = inputs.plugin.get("code", {}) if isinstance(inputs.plugin, dict) else {}
-        has_hook = isinstance(code, dict) and f"{node.settings.plugin}:signature" in code
-        hooks = self.hooks(node) if has_hook else None
+        hooks = self.hooks(node) if self._has_hook(node, "signature") else None
         if hooks is not None and "signature" in hooks:
             view = node.view
 

@@ -31,7 +31,6 @@ from buildprint import __version__
 from buildprint.fsio import stat_key, write_atomic
 from buildprint.inputs.host import HOST_VARIABLE
 from buildprint.inputs.patches import PatchFolders
-from buildprint.inputs.toolchain import compiler_command
 from buildprint.options import Options
 from buildprint.plan.decision import Decision, PlanEntry
 from buildprint.plan.inputs import InputCollector
@@ -251,18 +250,18 @@ def collect_checks(
     checks.volatile += sorted(f"a plugin hook used {event}" for event in reads.volatile)
     names = {
         HOST_VARIABLE,
-        "CC",
-        "PATH",
         *project.settings.signature.env_pass_through,
         *reads.env,
     }
     for name in sorted(names):
         checks.note_env(name, environ)
-    # The toolchain probes: the interpreter and compiler binaries.
-    for program in (collector.python, *compiler_command()[:1]):
-        found = shutil.which(program)
-        if found is not None:
-            checks.note_file(os.path.realpath(found))
+    # The toolchain probes: the interpreter, and every tool lookup (a retargeted link or a
+    # new binary in a search folder changes what a build would run).
+    interpreter = shutil.which(collector.python)
+    if interpreter is not None:
+        checks.note_file(os.path.realpath(interpreter))
+    for tool_file in sorted(collector.toolchain_files):
+        checks.note_file(tool_file)
     # buildprint's own code: an upgrade may compose signatures differently.
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)

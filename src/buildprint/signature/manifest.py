@@ -22,7 +22,7 @@ __all__ = ["SCHEME", "Component", "Manifest", "PackageRef", "signature_of"]
 #: Version of the signature algorithm. Bump it whenever hashing or component values change
 #: meaning, or builds under the same inputs would produce different wheels, so old and new
 #: signatures can never collide (history in docs/signature.md).
-SCHEME = 2
+SCHEME = 3
 
 
 @dataclass(frozen=True)
