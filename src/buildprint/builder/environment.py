@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from filelock import FileLock
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from uv import find_uv_bin
 
 from buildprint.builder.guard import run_guarded
 from buildprint.errors import BuildFailed, InputError
+from buildprint.fsio import write_atomic
+from buildprint.signature.canonical import digest_value
 
-__all__ = ["BuildEnvironment", "InstalledWheel", "LinkMode"]
+__all__ = ["BuildEnvironment", "EnvironmentPool", "InstalledWheel", "LinkMode"]
 
 #: How uv places files from its cache into the environment.
 LinkMode = Literal["copy", "hardlink", "clone", "symlink"]
@@ -51,14 +55,26 @@ class BuildEnvironment:
         *,
         interpreter: str | Path | None = None,
         link_mode: LinkMode = "copy",
+        scratch: Path | None = None,
     ) -> None:
         self.path = Path(path).absolute()
         self.interpreter = str(interpreter) if interpreter is not None else sys.executable
         # Copy by default: a backend that writes into its own package must not corrupt uv's
         # cache through a hard link. Copying a few backend wheels costs milliseconds.
         self.link_mode: LinkMode = link_mode
+        self.scratch = Path(scratch).absolute() if scratch is not None else None
         self._installed: list[InstalledWheel] = []
         self._created = False
+
+    def borrow(self, scratch: Path) -> BuildEnvironment:
+        """The same (created) environment for one build whose ``HOME`` and ``TMPDIR`` are in
+        ``scratch``: what a shared environment lends each build that uses it."""
+        view = BuildEnvironment(
+            self.path, interpreter=self.interpreter, link_mode=self.link_mode, scratch=scratch
+        )
+        view._created = True
+        view._installed = list(self._installed)
+        return view
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -112,12 +128,17 @@ class BuildEnvironment:
 
     @property
     def home_dir(self) -> Path:
-        """The ``HOME`` a build in this environment gets (beside it, emptied for each hook)."""
+        """The ``HOME`` a build in this environment gets (in its scratch folder, else beside
+        the environment; emptied for each hook)."""
+        if self.scratch is not None:
+            return self.scratch / "home"
         return self.path.with_name(self.path.name + ".home")
 
     @property
     def tmp_dir(self) -> Path:
-        """The ``TMPDIR`` a build in this environment gets (beside it, like :attr:`home_dir`)."""
+        """The ``TMPDIR`` a build in this environment gets (like :attr:`home_dir`)."""
+        if self.scratch is not None:
+            return self.scratch / "tmp"
         return self.path.with_name(self.path.name + ".tmp")
 
     @property
@@ -182,3 +203,48 @@ class BuildEnvironment:
             if "No interpreter found" in output or "Failed to inspect Python" in output:
                 raise InputError(f"interpreter unusable: {output}", file=self.interpreter)
             raise BuildFailed(f"{what} failed (uv exit {proc.returncode}):\n{output}")
+
+
+class EnvironmentPool:
+    """Build environments shared by every build that installs the same wheels.
+
+    An environment is keyed by the interpreter and the exact wheel files (name and sha256)
+    it holds, created once (under a lock between processes, marked complete only once every
+    wheel is in) and never changed afterwards: each build borrows it
+    (:meth:`BuildEnvironment.borrow`) with a ``HOME`` and ``TMPDIR`` of its own. A half-made
+    one (a killed run) has no mark and is made again.
+    """
+
+    MARK = ".buildprint-environment.json"
+
+    def __init__(self, root: Path, interpreter: str, *, link_mode: LinkMode = "copy") -> None:
+        self.root = root
+        self.interpreter = interpreter
+        self.link_mode: LinkMode = link_mode
+
+    def key(self, wanted: Sequence[tuple[str, str]]) -> str:
+        """The key of an environment holding ``wanted`` (wheel file name, sha256) pairs."""
+        return digest_value(
+            {
+                "interpreter": os.path.realpath(shutil.which(self.interpreter) or self.interpreter),
+                "wheels": sorted(map(list, wanted)),
+            }
+        )[:32]
+
+    def get(
+        self, wanted: Sequence[tuple[str, str]], files: Callable[[], Sequence[Path]]
+    ) -> BuildEnvironment:
+        """The environment holding the wheels ``wanted`` names; ``files`` gives their paths
+        (called only when the environment has to be made)."""
+        path = self.root / self.key(wanted)
+        env = BuildEnvironment(path, interpreter=self.interpreter, link_mode=self.link_mode)
+        mark = path / self.MARK
+        if not mark.is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(path) + ".lock"):
+                if not mark.is_file():  # another process may have made it meanwhile
+                    env.create()
+                    env.install(files())
+                    write_atomic(mark, json.dumps(sorted(map(list, wanted))).encode())
+        env._created = True
+        return env

@@ -15,7 +15,7 @@ from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
 from buildprint.builder import backend
-from buildprint.builder.environment import BuildEnvironment
+from buildprint.builder.environment import BuildEnvironment, EnvironmentPool
 from buildprint.builder.patching import apply_patches
 from buildprint.inputs.extract import safe_extract
 from buildprint.project.settings import PackageSettings
@@ -40,11 +40,31 @@ class Preparer:
     python_version: str
     built_names: set[str] = field(default_factory=set)
     read_install_requirements: bool = False  # --with-deps
+    _resolutions: dict[tuple[tuple[str, ...], tuple[PinnedWheel, ...]], list[PinnedWheel]] = field(
+        default_factory=dict, repr=False
+    )
 
     @cached_property
     def tags(self) -> frozenset[Tag]:
         """The wheel tags the build interpreter installs (what a built wheel must carry)."""
         return frozenset(tags_for(self.python_version))
+
+    @cached_property
+    def environments(self) -> EnvironmentPool:
+        """The shared build environments, beside the work folder (``<store>/envs``)."""
+        return EnvironmentPool(self.work_root.parent / "envs", self.python)
+
+    def environment(
+        self, pinned: Sequence[PinnedWheel], built: Sequence[tuple[Path, str]], scratch: Path
+    ) -> BuildEnvironment:
+        """A build environment holding the locked wheels ``pinned`` and the graph's own
+        wheels ``built`` (path, sha256), lent to one build whose scratch folder is
+        ``scratch``."""
+        wanted = [(w.filename, w.sha256) for w in pinned] + [(p.name, sha) for p, sha in built]
+        shared = self.environments.get(
+            wanted, lambda: [*self.wheels(pinned), *(p for p, _sha in built)]
+        )
+        return shared.borrow(scratch)
 
     def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
         """Extract (or copy) the source into ``dest`` and apply the patches in order."""
@@ -81,48 +101,56 @@ class Preparer:
             system = backend.read_build_system(root)
             static = [r for r in system.requires if not self._is_built(r, name)]
             origin = root / "pyproject.toml"
-            wheels = (
-                resolve(static, self.index, self.python_version, preferences=kept, origin=origin)
-                if static
-                else []
-            )
+            wheels = self._resolve(static, kept, origin)
             log = self.logs / f"{name}-{source.version}-lock.log"
             self.logs.mkdir(parents=True, exist_ok=True)
             log.unlink(missing_ok=True)
-            with BuildEnvironment(Path(tmp) / "env", interpreter=self.python) as env:
-                env.install(self.wheels(wheels))
-                dynamic = backend.get_requires_for_build_wheel(
-                    root, env, settings.config_settings, settings.env, log_path=log
+            env = self.environment(wheels, [], Path(tmp))
+            dynamic = backend.get_requires_for_build_wheel(
+                root, env, settings.config_settings, settings.env, log_path=log
+            )
+            extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
+            if extra:
+                wheels = self._resolve(
+                    [*static, *extra],
+                    [*wheels, *(w for w in kept if w.name not in {p.name for p in wheels})],
+                    origin,
                 )
-                extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
-                if extra:
-                    wheels = resolve(
-                        [*static, *extra],
-                        self.index,
-                        self.python_version,
-                        preferences=[
-                            *wheels,
-                            *(w for w in kept if w.name not in {p.name for p in wheels}),
-                        ],
-                        origin=origin,
-                    )
-                runtime = None
-                if self.read_install_requirements:
-                    if extra:
-                        env.install(self.wheels(wheels))
-                    runtime = install_requirements(
+            runtime = None
+            if self.read_install_requirements:
+                if extra:  # shared environments never change: take the one with them all
+                    env = self.environment(wheels, [], Path(tmp))
+                runtime = install_requirements(
+                    root,
+                    lambda: backend.prepare_metadata_for_build_wheel(
                         root,
-                        lambda: backend.prepare_metadata_for_build_wheel(
-                            root,
-                            env,
-                            Path(tmp) / "metadata",
-                            settings.config_settings,
-                            settings.env,
-                            log_path=log,
-                        ),
-                    )
+                        env,
+                        Path(tmp) / "metadata",
+                        settings.config_settings,
+                        settings.env,
+                        log_path=log,
+                    ),
+                )
             requires = list(dict.fromkeys([*system.requires, *dynamic]))
         return LockedBuildDeps(requires=requires, wheels=wheels, runtime=runtime)
+
+    def _resolve(
+        self, requirements: Sequence[str], preferences: Sequence[PinnedWheel], origin: Path
+    ) -> list[PinnedWheel]:
+        """:func:`~buildprint.resolve.pins.resolve`, once per run for the same question (most
+        packages of a graph ask for the same ``setuptools>=61``)."""
+        key = (tuple(requirements), tuple(preferences))
+        found = self._resolutions.get(key)
+        if found is None:
+            found = resolve(
+                requirements,
+                self.index,
+                self.python_version,
+                preferences=preferences,
+                origin=origin,
+            )
+            self._resolutions[key] = found
+        return list(found)
 
     def _is_built(self, requirement: str, name: str) -> bool:
         other = canonicalize_name(Requirement(requirement).name)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from buildprint.builder import backend
-from buildprint.builder.environment import BuildEnvironment
 from buildprint.builder.guard import kill_guarded
 from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
@@ -203,43 +202,42 @@ class Builder:
             env = self.planner.collector.build_env(node)
             if hooks is not None and "prepare_source" in hooks:
                 _build_time_hook(hooks, "prepare_source", env, view, root)
-            with BuildEnvironment(work / "env", interpreter=self.preparer.python) as benv:
-                wheels = self.preparer.wheels(locked_wheels(node))
-                wheels += self._dep_wheels(node, deps, work / "deps")
-                benv.install(wheels)
-                out = work / "out"
-                shutil.rmtree(out, ignore_errors=True)
-                if hooks is not None and "build_wheel" in hooks:
-                    # The hook gets the environment the backend would get, whole.
-                    environ = backend.remap_source_flags(
-                        backend.build_env(benv, env, source_date_epoch=self.source_date_epoch),
-                        root,
-                    )
-                    built = Path(
-                        _build_time_hook(
-                            hooks,
-                            "build_wheel",
-                            env,
-                            view,
-                            root,
-                            out,
-                            environ,
-                            dict(node.settings.config_settings),
-                        )
-                    )
-                else:
-                    built = backend.build_wheel(
-                        root,
-                        benv,
-                        out,
-                        node.settings.config_settings,
+            benv = self.preparer.environment(
+                locked_wheels(node), self._dep_wheels(node, deps, work / "deps"), work
+            )
+            out = work / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            if hooks is not None and "build_wheel" in hooks:
+                # The hook gets the environment the backend would get, whole.
+                environ = backend.remap_source_flags(
+                    backend.build_env(benv, env, source_date_epoch=self.source_date_epoch),
+                    root,
+                )
+                built = Path(
+                    _build_time_hook(
+                        hooks,
+                        "build_wheel",
                         env,
-                        source_date_epoch=self.source_date_epoch,
-                        log_path=log,
-                        # Compiled paths must not depend on where the store is, or two
-                        # machines (or checkouts) build different bytes from equal inputs.
-                        remap_source_path=True,
+                        view,
+                        root,
+                        out,
+                        environ,
+                        dict(node.settings.config_settings),
                     )
+                )
+            else:
+                built = backend.build_wheel(
+                    root,
+                    benv,
+                    out,
+                    node.settings.config_settings,
+                    env,
+                    source_date_epoch=self.source_date_epoch,
+                    log_path=log,
+                    # Compiled paths must not depend on where the store is, or two
+                    # machines (or checkouts) build different bytes from equal inputs.
+                    remap_source_path=True,
+                )
             check_built_wheel(built, node.name, node.version, self.preparer.tags)
             final = embed_manifest(built, manifest.to_bytes(), work / "final")
             sha = self.store.put_blob(final)
@@ -262,11 +260,11 @@ class Builder:
 
     def _dep_wheels(
         self, node: PackageNode, deps: Mapping[str, DepResult], folder: Path
-    ) -> list[Path]:
-        """Wheels of the dependencies built in this graph — exactly the builds this package's
-        signature was computed against — from the store, under their file names."""
+    ) -> list[tuple[Path, str]]:
+        """Wheels (path, sha256) of the dependencies built in this graph — exactly the builds
+        this package's signature was computed against — from the store, under their names."""
         folder.mkdir(parents=True, exist_ok=True)
-        paths = []
+        found = []
         for dep in node.deps:
             signature = deps[dep].signature
             record = self.store.get_record(signature) if signature else None
@@ -278,8 +276,8 @@ class Builder:
                     raise BuildFailed(f"{node.name}: wheel of {dep} is missing from the store")
                 target = folder / artifact.filename
                 shutil.copyfile(blob, target)
-                paths.append(target)
-        return paths
+                found.append((target, artifact.sha256))
+        return found
 
 
 def _build_time_hook(
