@@ -117,23 +117,92 @@ def test_archive_without_single_top_dir_extracts_into_dest(tmp_path: Path, fmt: 
     assert archive_digest(archive).digest == nested.digest
 
 
+#: Debris at various depths: in neither the digest nor the extracted tree.
+DEBRIS = [
+    Item("src/demo/__pycache__/core.cpython-311.pyc", b"\x00\x01"),
+    Item("src/demo/stale.pyc", b"\x00"),
+    Item("build/lib/demo/core.py", b"old"),
+    Item("build/lib/demo/alias.py", kind="symlink", target="core.py"),
+    Item("dist/demo-0.9.tar.gz", b"old"),
+    Item(".git/HEAD", b"ref: refs/heads/main\n"),
+    Item("docs/.git", b"gitdir: ../.git/modules/docs\n"),
+    Item(".pytest_cache/v/cache/lastfailed", b"{}"),
+    Item("src/demo/.mypy_cache/3.11/x.json", b"{}"),
+    Item(".ruff_cache/0.4.0/1", b"x"),
+    Item(".DS_Store", b"\0\0\0\1Bud1"),
+    Item("src/.DS_Store", b"\0\0\0\1Bud1"),
+    Item(".coverage", b"SQLite format 3\0"),
+    Item(".venv/bin/python", kind="symlink", target="python3"),
+]
+#: What setuptools' sdist command adds: content of an sdist, debris anywhere else.
+EGG_INFO = [
+    Item("src/demo.egg-info/PKG-INFO", b"x"),
+    Item("src/demo.egg-info/SOURCES.txt", b"y"),
+]
+
+
+def _expected(items: list[Item]) -> set[str]:
+    """The paths of ``items`` and of their folders."""
+    found: set[str] = set()
+    for item in items:
+        parts = item.path.split("/")
+        found.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return found
+
+
 def test_build_debris_in_an_sdist_does_not_count(tmp_path: Path) -> None:
-    debris = [
-        Item("src/demo.egg-info/PKG-INFO", b"x"),
-        Item("src/demo.egg-info/SOURCES.txt", b"y"),
-        Item("src/demo/__pycache__/core.cpython-311.pyc", b"\x00\x01"),
-        Item("src/demo/stale.pyc", b"\x00"),
-        Item("build/lib/demo/core.py", b"old"),
-        Item(".git/HEAD", b"ref: refs/heads/main\n"),
-    ]
     clean = archive_digest(make_archive(tmp_path / "a.tar.gz", SDIST))
-    dirty = archive_digest(make_archive(tmp_path / "b.tar.gz", SDIST + debris))
+    dirty = archive_digest(make_archive(tmp_path / "b.tar.gz", SDIST + DEBRIS))
     assert dirty.digest == clean.digest
     # A nested folder named like a root-level output folder is real source.
     nested = archive_digest(
         make_archive(tmp_path / "c.tar.gz", [*SDIST, Item("src/build/x.py", b"1")])
     )
     assert nested.digest != clean.digest
+
+
+def test_egg_info_counts_in_an_sdist_only(tmp_path: Path) -> None:
+    """An archive whose root holds ``PKG-INFO`` is an sdist: its egg-info is what setuptools
+    reads when building it. Without ``PKG-INFO`` (a VCS snapshot) it is build debris."""
+    with_info = archive_digest(make_archive(tmp_path / "a.tar.gz", SDIST + EGG_INFO))
+    assert with_info.digest != archive_digest(make_archive(tmp_path / "b.tar.gz", SDIST)).digest
+    snapshot = [item for item in SDIST if item.path != "PKG-INFO"]
+    assert (
+        archive_digest(make_archive(tmp_path / "c.zip", snapshot + EGG_INFO)).digest
+        == archive_digest(make_archive(tmp_path / "d.zip", snapshot)).digest
+    )
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+@pytest.mark.parametrize("sdist", [True, False], ids=["sdist", "snapshot"])
+@pytest.mark.parametrize("top", ["demo-1.0", None], ids=["top", "flat"])
+def test_the_extracted_tree_holds_exactly_the_digested_entries(
+    tmp_path: Path, fmt: str, sdist: bool, top: str | None
+) -> None:
+    base = SDIST if sdist else [item for item in SDIST if item.path != "PKG-INFO"]
+    sources = [*base, Item("src/build/x.py", b"1"), Item("docs/dist/notes.txt", b"n")]
+    archive = make_archive(tmp_path / f"a.{fmt}", [*sources, *EGG_INFO, *DEBRIS], top=top)
+    digested: list[str] = []
+    digest = archive_digest(archive, entries=digested)
+    root = safe_extract(archive, tmp_path / "out")
+    on_disk = {
+        os.path.relpath(os.path.join(folder, name), root)
+        for folder, dirs, files in os.walk(root)
+        for name in dirs + files
+    }
+    assert on_disk == set(digested) == _expected(sources + (EGG_INFO if sdist else []))
+    assert tree_digest(root).digest == digest.digest
+
+
+def test_an_escaping_link_is_refused_even_among_ignored_members(tmp_path: Path) -> None:
+    archive = make_archive(
+        tmp_path / "a.tar.gz", [*SDIST, Item("build/evil", kind="symlink", target="../../x")]
+    )
+    with pytest.raises(ArchiveError, match="build/evil"):
+        archive_digest(archive)
+    with pytest.raises(ArchiveError, match="build/evil"):
+        safe_extract(archive, tmp_path / "out")
+    assert os.listdir(tmp_path / "out") == []
 
 
 # -- unsafe archives ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from buildprint.errors import InputError
-from buildprint.inputs.tree import TreeMemo, tree_digest
+from buildprint.inputs.tree import TreeMemo, copy_tree, tree_digest
 from tests.support.archives import SDIST, Item, make_tree, set_old_mtimes
 
 
@@ -72,39 +73,196 @@ def test_structural_changes_change_the_digest(sdist_tree: Path, change: str) -> 
     assert tree_digest(sdist_tree).digest != before
 
 
+#: Debris at various depths: ignored in every tree. (``*.egg-info`` is apart: see below.)
+DEBRIS = [
+    Item(".git/objects/ab/cdef", b"blob"),
+    Item(".git/HEAD", b"ref: refs/heads/main\n"),
+    Item(".hg/store", b"x"),
+    Item(".svn/entries", b"x"),
+    Item("src/demo/__pycache__/core.cpython-311.pyc", b"\0"),
+    Item("src/demo/old.pyc", b"\0"),
+    Item(".tox/py311/bin/python", b"x"),
+    Item(".nox/tests/x", b"x"),
+    Item(".venv/pyvenv.cfg", b"x"),
+    Item("build/lib/demo/stale.py", b"x"),
+    Item("build/lib/demo/link.py", kind="symlink", target="stale.py"),
+    Item("dist/demo-1.0.tar.gz", b"x"),
+    Item(".buildprint/memo.json", b"{}"),
+    Item(".pytest_cache/v/cache/lastfailed", b"{}"),
+    Item("src/demo/.pytest_cache/README.md", b"x"),
+    Item(".mypy_cache/3.11/demo.data.json", b"{}"),
+    Item(".ruff_cache/0.4.0/123", b"x"),
+    Item(".DS_Store", b"\0\0\0\1Bud1"),
+    Item("docs/.DS_Store", b"\0\0\0\1Bud1"),
+    Item(".coverage", b"SQLite format 3\0"),
+    Item("docs/.git", b"gitdir: ../.git/modules/docs\n"),  # a submodule's .git file
+    Item("docs/__pycache__", kind="symlink", target="."),
+]
+#: Names like debris that are sources: ``build``/``dist`` below the root, dot files
+#: that are configuration, names that merely contain an ignored one.
+LOOKALIKES = [
+    Item("src/build/__init__.py", b""),
+    Item("docs/dist/notes.txt", b"x"),
+    Item(".gitignore", b"build/\n"),
+    Item(".coveragerc", b"[run]\n"),
+    Item("build.py", b""),
+    Item("src/demo/data.pyc.txt", b"x"),
+    Item("src/demo/buildinfo", kind="dir"),
+]
+EGG_INFO = [
+    Item("src/demo.egg-info/PKG-INFO", b"Name: demo\n"),
+    Item("src/demo.egg-info/SOURCES.txt", b"src/demo/data.txt\n"),
+]
+
+
+def _paths(root: Path) -> set[str]:
+    """Every entry on disk below ``root``: files, folders, links (links not followed)."""
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            found.add(os.path.relpath(os.path.join(folder, name), root))
+    return found
+
+
 def test_debris_is_ignored_but_nested_build_folders_are_sources(sdist_tree: Path) -> None:
     before = tree_digest(sdist_tree)
-    debris = [
-        Item(".git/objects/ab/cdef", b"blob"),
-        Item(".hg/store", b"x"),
-        Item(".svn/entries", b"x"),
-        Item("src/demo/__pycache__/core.cpython-311.pyc", b"\0"),
-        Item("src/demo/old.pyc", b"\0"),
-        Item(".tox/py311/bin/python", b"x"),
-        Item(".nox/tests/x", b"x"),
-        Item(".venv/pyvenv.cfg", b"x"),
-        Item("src/demo.egg-info/PKG-INFO", b"x"),
-        Item("build/lib/demo/core.py", b"x"),
-        Item("dist/demo-1.0.tar.gz", b"x"),
-        Item(".buildprint/memo.json", b"{}"),
-    ]
-    make_tree(sdist_tree, debris)
+    make_tree(sdist_tree, DEBRIS)
     assert tree_digest(sdist_tree) == before
     make_tree(sdist_tree, [Item("src/build/__init__.py", b"")])
     assert tree_digest(sdist_tree).digest != before.digest
 
 
-def test_symlinks_are_recorded_not_followed(tmp_path: Path) -> None:
+def test_egg_info_counts_in_an_sdist_and_is_debris_in_a_checkout(tmp_path: Path) -> None:
+    """An sdist's ``*.egg-info`` (its root holds ``PKG-INFO``) is what setuptools reads when
+    building it; in a checkout it is what an earlier in-place build left behind."""
+    sdist = make_tree(tmp_path / "sdist", SDIST)
+    checkout = make_tree(tmp_path / "checkout", [i for i in SDIST if i.path != "PKG-INFO"])
+    clean = {root: tree_digest(root) for root in (sdist, checkout)}
+    for root in (sdist, checkout):
+        make_tree(root, EGG_INFO)
+    assert tree_digest(sdist).digest != clean[sdist].digest
+    assert tree_digest(checkout) == clean[checkout]
+    # A PKG-INFO that is not a regular file does not make an sdist.
+    os.symlink("README", checkout / "PKG-INFO")
+    with_link = tree_digest(checkout)
+    (checkout / "src/demo.egg-info/SOURCES.txt").write_bytes(b"other\n")
+    assert tree_digest(checkout) == with_link
+
+
+@pytest.mark.parametrize("sdist", [True, False], ids=["sdist", "checkout"])
+def test_the_copy_holds_exactly_the_digested_entries(tmp_path: Path, sdist: bool) -> None:
+    base = SDIST if sdist else [i for i in SDIST if i.path != "PKG-INFO"]
+    root = make_tree(tmp_path / "src-tree", [*base, *LOOKALIKES, *EGG_INFO, *DEBRIS])
+    digested: list[str] = []
+    digest = tree_digest(root, entries=digested)
+    copied: list[str] = []
+    copy = copy_tree(root, tmp_path / "copy", entries=copied)
+    assert sorted(copied) == sorted(digested)
+    assert _paths(tmp_path / "copy") == set(digested)
+    assert copy == digest == tree_digest(tmp_path / "copy")
+    expected = {i.path for i in [*base, *LOOKALIKES]} | {
+        os.path.dirname(i.path) for i in [*base, *LOOKALIKES]
+    }
+    if sdist:
+        expected |= {i.path for i in EGG_INFO} | {"src/demo.egg-info"}
+    expected -= {""}
+    assert set(digested) == expected
+
+
+def test_the_copy_keeps_links_as_links_the_exec_bit_and_mtimes(
+    sdist_tree: Path, tmp_path: Path
+) -> None:
+    (sdist_tree / "data/blob.bin").chmod(0o600)  # bits other than the exec bit: normalised
+    (sdist_tree / "scripts/run.sh").chmod(0o700)
+    copy = tmp_path / "copy"
+    copy_tree(sdist_tree, copy)
+    assert os.readlink(copy / "src/demo/alias.py") == "core.py"
+    assert stat.S_IMODE((copy / "data/blob.bin").stat().st_mode) == 0o644
+    assert stat.S_IMODE((copy / "scripts/run.sh").stat().st_mode) == 0o755
+    source = (sdist_tree / "src/demo/core.py").stat()
+    assert (copy / "src/demo/core.py").stat().st_mtime_ns == source.st_mtime_ns
+    assert (copy / "src/demo/core.py").read_bytes() == (
+        sdist_tree / "src/demo/core.py"
+    ).read_bytes()
+
+
+def test_copy_into_an_existing_folder_is_refused(sdist_tree: Path, tmp_path: Path) -> None:
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "mine").write_bytes(b"keep")
+    with pytest.raises(InputError, match="cannot create"):
+        copy_tree(sdist_tree, tmp_path / "copy")
+    assert _paths(tmp_path / "copy") == {"mine"}
+
+
+def test_links_inside_the_tree_are_recorded_not_followed(tmp_path: Path) -> None:
+    root = make_tree(
+        tmp_path / "root",
+        [
+            Item("pkg/mod.py", b"x = 1\n"),
+            Item("pkg/alias.py", kind="symlink", target="mod.py"),
+            Item("docs/pkg", kind="symlink", target="../pkg"),
+            Item("docs/up", kind="symlink", target="pkg/../docs"),  # via docs/pkg: root/docs
+            Item("docs/dangling", kind="symlink", target="not-there"),
+            Item("docs/chain", kind="symlink", target="pkg/alias.py"),
+        ],
+    )
+    before = tree_digest(root)
+    assert before.files == 6  # mod.py and five links; nothing behind the links counts twice
+    (root / "pkg/mod.py").write_bytes(b"x = 2\n")
+    after = tree_digest(root)
+    assert after.digest != before.digest and after.files == before.files
+    copy_tree(root, tmp_path / "copy")
+    assert (tmp_path / "copy/docs/pkg").is_symlink()
+    assert (tmp_path / "copy/docs/chain").read_bytes() == b"x = 2\n"
+
+
+ESCAPING: dict[str, Callable[[Path, Path], str]] = {
+    "absolute, outside": lambda outside, root: str(outside / "secret.txt"),
+    "absolute, into the tree itself": lambda outside, root: str(root / "a.txt"),
+    "dot-dot": lambda outside, root: "../outside/secret.txt",
+    "dot-dot from below": lambda outside, root: "../../../outside",
+    "through the root's own name": lambda outside, root: "../root/a.txt",
+    "chain": lambda outside, root: "hop/../..",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ESCAPING))
+def test_links_escaping_the_tree_are_refused_naming_link_and_target(
+    tmp_path: Path, kind: str
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_bytes(b"one")
+    root = make_tree(tmp_path / "root", [Item("a.txt", b"a"), Item("sub/deeper", kind="dir")])
+    target = ESCAPING[kind](outside, root)
+    if kind == "chain":
+        os.symlink(".", root / "hop")  # harmless alone; the link below leaves through it
+    name = "sub/deeper/ext" if kind == "dot-dot from below" else "ext"
+    os.symlink(target, root / name)
+    with pytest.raises(InputError) as refused:
+        tree_digest(root)
+    assert refused.value.file == str(root)
+    assert repr(name) in str(refused.value) and repr(target) in str(refused.value)
+    with pytest.raises(InputError, match="outside the source tree"):
+        copy_tree(root, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()  # the partial copy is removed
+
+
+def test_a_link_loop_is_refused(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "root", [Item("a.txt", b"a")])
-    os.symlink(outside, root / "ext")
-    before = tree_digest(root)
-    assert before.files == 2  # a.txt and the link; nothing behind the link
-    (outside / "secret.txt").write_bytes(b"two")
-    (outside / "more.txt").write_bytes(b"more")
-    assert tree_digest(root) == before
+    os.symlink("b", root / "a")
+    os.symlink("a", root / "b")
+    with pytest.raises(InputError, match="outside the source tree"):
+        tree_digest(root)
+
+
+def test_links_in_ignored_folders_are_never_looked_at(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "root", [Item("a.txt", b"a")])
+    (root / ".venv").mkdir()
+    os.symlink("/usr/bin/python3", root / ".venv" / "python")
+    copy = copy_tree(root, tmp_path / "copy")
+    assert copy == tree_digest(root)
+    assert _paths(tmp_path / "copy") == {"a.txt"}
 
 
 def test_special_files_are_refused(tmp_path: Path) -> None:

@@ -17,7 +17,10 @@ from packaging.utils import canonicalize_name
 from buildprint.builder import backend
 from buildprint.builder.environment import BuildEnvironment, EnvironmentPool
 from buildprint.builder.patching import apply_patches
+from buildprint.errors import InputError
 from buildprint.inputs.extract import safe_extract
+from buildprint.inputs.files import file_digest
+from buildprint.inputs.tree import copy_tree
 from buildprint.project.settings import PackageSettings
 from buildprint.resolve.index import PackageIndex
 from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
@@ -67,14 +70,35 @@ class Preparer:
         return shared.borrow(scratch)
 
     def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
-        """Extract (or copy) the source into ``dest`` and apply the patches in order."""
+        """Extract (or copy) the source into ``dest`` and apply the patches in order.
+
+        The tree holds exactly the entries the source digest covers (docs/source-digest.md):
+        debris a digest ignores (``build/``, ``.git``, caches ...) never reaches the build.
+        A folder is copied by the walk that digests it, and a copy whose digest is not the
+        one the signature holds (the folder changed since it was read) is refused.
+        """
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
         located = self.resolver.fetch(source)
         if located.is_dir():
             root = dest / f"{source.name}-{source.version}"
-            shutil.copytree(located, root, symlinks=True)
+            copied = copy_tree(located, root)
+            if copied.digest != source.digest:
+                raise InputError(
+                    f"source folder of {source.name} changed since its digest was taken "
+                    "(while this run was planned); run again",
+                    file=located,
+                )
         else:
+            # A local archive is digested by stat at plan time; one replaced since must not be
+            # built under the signature of the one that was read.
+            local = source.local is not None and source.raw_sha256 is not None
+            if local and file_digest(located) != source.raw_sha256:
+                raise InputError(
+                    f"source archive of {source.name} changed since its digest was taken "
+                    "(while this run was planned); run again",
+                    file=located,
+                )
             root = safe_extract(located, dest)
         apply_patches(root, list(patches))
         return root

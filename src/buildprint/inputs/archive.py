@@ -23,12 +23,14 @@ from isal import igzip, isal_zlib
 
 from buildprint.errors import ArchiveError
 from buildprint.inputs.records import (
+    SDIST_MARKER,
     SourceDigest,
     canonical_digest,
     dir_record,
     encode_path,
     file_record,
     is_ignored,
+    link_escapes,
     link_record,
 )
 
@@ -58,8 +60,6 @@ CHUNK = 1 << 20
 _TAR_BUFSIZE = 64 << 10
 # A symlink target longer than this is not a path any tool wrote on purpose.
 _MAX_LINK = 4096
-# Symlink chains longer than this are treated as loops (the Linux limit is 40).
-_MAX_HOPS = 40
 # Gaps between reads this small are hashed from the file at once, so the raw
 # digest of a zip advances in one pass despite skipped data descriptors.
 _GAP_FILL = 1 << 16
@@ -422,53 +422,59 @@ class ArchiveLayout:
                 return top
         return None
 
-    def check_links(self) -> None:
-        """Refuse symlinks that resolve outside the source root (following other links)."""
+    def tree(self) -> tuple[list[tuple[str, str, _Entry]], list[str]]:
+        """The source tree the archive holds, and what it leaves out.
+
+        The first list is every entry of the tree as ``(member name, root-relative path,
+        entry)``: what the digest covers and :func:`~buildprint.inputs.extract.safe_extract`
+        leaves in place. The second names the outermost ignored members (an ignored folder,
+        not everything below it), which extraction removes.
+        """
         top = self.top()
-        floor = 1 if top is not None else 0
+        cut = len(top) + 1 if top is not None else 0
+        marker = self.entries.get(f"{top}/{SDIST_MARKER}" if top is not None else SDIST_MARKER)
+        sdist = marker is not None and marker.kind == FILE
+        kept: list[tuple[str, str, _Entry]] = []
+        dropped: list[str] = []
         for name, entry in self.entries.items():
-            if entry.kind == SYMLINK and self._escapes(name, floor):
+            relative = name[cut:]
+            if not relative:
+                continue
+            parts = relative.split("/")
+            if is_ignored(parts, sdist=sdist):
+                # Only the outermost: its parent (if any) is part of the tree.
+                if len(parts) == 1 or not is_ignored(parts[:-1], sdist=sdist):
+                    dropped.append(name)
+                continue
+            kept.append((name, relative, entry))
+        return kept, dropped
+
+    def check_links(self) -> None:
+        """Refuse symlinks that resolve outside the source root (following other links).
+
+        Like every other check of a member, this covers all of them, ignored ones too:
+        an archive holding an escaping link is refused even where the link would be
+        left out of the tree.
+        """
+        links = {name: e.target for name, e in self.entries.items() if e.kind == SYMLINK}
+        floor = 1 if self.top() is not None else 0
+        for name, target in links.items():
+            if link_escapes(name, links, floor):
                 raise ArchiveError(
-                    f"member {name!r} is a symlink to {entry.target!r}, "
+                    f"member {name!r} is a symlink to {target!r}, "
                     "which points outside the source tree",
                     file=self.archive,
                 )
 
-    def _escapes(self, name: str, floor: int) -> bool:
-        stack = name.split("/")[:-1]
-        if len(stack) < floor:
-            return True
-        pending = collections.deque(self.entries[name].target.split("/"))
-        hops = 0
-        while pending:
-            part = pending.popleft()
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if len(stack) <= floor:
-                    return True
-                stack.pop()
-                continue
-            stack.append(part)
-            found = self.entries.get("/".join(stack))
-            if found is not None and found.kind == SYMLINK:
-                hops += 1
-                if hops > _MAX_HOPS or found.target.startswith("/"):
-                    return True
-                stack.pop()
-                pending.extendleft(reversed(found.target.split("/")))
-        return False
-
-    def source_digest(self, raw_sha256: str | None) -> SourceDigest:
+    def source_digest(
+        self, raw_sha256: str | None, entries: list[str] | None = None
+    ) -> SourceDigest:
+        """The digest of :meth:`tree`; ``entries`` (if given) receives its paths."""
         self.check_links()
-        top = self.top()
-        cut = len(top) + 1 if top is not None else 0
+        kept, _ = self.tree()
         records: list[bytes] = []
         files = size = 0
-        for name, entry in self.entries.items():
-            relative = name[cut:]
-            if not relative or is_ignored(relative.split("/")):
-                continue
+        for _, relative, entry in kept:
             path = encode_path(relative)
             if entry.kind == DIR:
                 records.append(dir_record(path))
@@ -479,6 +485,8 @@ class ArchiveLayout:
                 files += 1
                 size += entry.size
                 records.append(file_record(path, entry.executable, entry.digest))
+        if entries is not None:
+            entries.extend(relative for _, relative, _ in kept)
         return SourceDigest(canonical_digest(records), files, size, raw_sha256)
 
 
@@ -494,12 +502,14 @@ def _hash_content(read: Callable[[int], bytes | memoryview]) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def archive_digest(path: Path) -> SourceDigest:
+def archive_digest(path: Path, *, entries: list[str] | None = None) -> SourceDigest:
     """Canonical content digest of an sdist or other source archive, in one streaming pass.
 
     The single top-level directory (``name-version/``) is stripped, so the result
     equals ``tree_digest(safe_extract(path, dest))``. Unsafe members are refused
     exactly as :func:`buildprint.inputs.extract.safe_extract` refuses them.
+    ``entries`` (if given) receives the root-relative path of every entry digested:
+    exactly the paths ``safe_extract`` leaves in the source root.
     """
     path = Path(path)
     layout = ArchiveLayout(path)
@@ -514,4 +524,4 @@ def archive_digest(path: Path) -> SourceDigest:
         raise
     except READ_ERRORS as exc:
         raise ArchiveError(f"cannot read archive: {exc}", file=path) from None
-    return layout.source_digest(raw_sha256)
+    return layout.source_digest(raw_sha256, entries)

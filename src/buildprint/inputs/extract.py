@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def safe_extract(path: Path, dest: Path) -> Path:
     The root is ``dest/<top>`` when every member sits under one top-level directory,
     else ``dest``. Members with ``..`` or absolute paths, links escaping the tree,
     devices and fifos are refused with :class:`ArchiveError` naming the member.
+    The source root holds exactly the entries :func:`~buildprint.inputs.archive.archive_digest`
+    digests: ignored members (``records.is_ignored``: VCS metadata, build debris) are
+    left out, so the build sees nothing its signature does not describe.
     Members are unpacked into a private folder inside ``dest`` and only moved into
     place when the whole archive was read and checked, so a refused or corrupt
     archive leaves ``dest`` as it was and nothing is ever written outside it.
@@ -92,8 +96,12 @@ def safe_extract(path: Path, dest: Path) -> Path:
                     finally:
                         os.close(fd)
             finish()
+        # What the digest covers is what stays: one member list drives both.
         layout.check_links()
-        for name, entry in layout.entries.items():
+        kept, dropped = layout.tree()
+        for name in dropped:
+            _remove(os.path.join(staging, name))
+        for name, _, entry in kept:
             if entry.kind == SYMLINK:
                 target = os.path.join(staging, name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -110,6 +118,18 @@ def safe_extract(path: Path, dest: Path) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _remove(target: str) -> None:
+    """Delete an ignored member from staging (no symlink exists there yet: safe to recurse)."""
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return  # an ignored symlink: never created
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(target)
+    else:
+        os.unlink(target)
 
 
 def _move_into_place(archive: Path, staging: Path, dest: Path, top: str | None) -> Path:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -13,32 +15,73 @@ __all__ = [
     "IGNORED_ROOT_NAMES",
     "IGNORED_SUFFIXES",
     "LINK_MARK",
+    "MAX_LINK_HOPS",
     "SCHEME",
+    "SDIST_MARKER",
+    "SDIST_METADATA_SUFFIX",
     "SourceDigest",
     "canonical_digest",
     "dir_record",
     "encode_path",
     "file_record",
+    "ignore_rules",
     "is_ignored",
+    "link_escapes",
     "link_record",
 ]
 
 #: Name of the canonical scheme; it prefixes the hashed stream so that a future
 #: change of encoding can never collide with a digest made under this one.
-SCHEME = "buildprint-source-v1"
+#: v2: tool caches (``.pytest_cache``, ``.mypy_cache``, ``.ruff_cache``, ``.DS_Store``,
+#: ``.coverage``) are ignored, and an sdist's ``*.egg-info`` counts (see SDIST_MARKER).
+SCHEME = "buildprint-source-v2"
 _HEADER = SCHEME.encode("ascii") + b"\0"
 
-#: Names ignored at any depth: VCS metadata and build or tool debris that a build
-#: creates inside a source tree; hashing them would make every in-place build
-#: change the source digest.
+#: Names ignored at any depth: VCS metadata and build, test or tool debris that working
+#: in a source tree creates inside it; hashing them would make every in-place build
+#: or test run change the source digest, and building with them would let a stale
+#: copy decide what the wheel holds.
 IGNORED_NAMES = frozenset(
-    {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".venv", ".buildprint"}
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "__pycache__",
+        ".tox",
+        ".nox",
+        ".venv",
+        ".buildprint",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".DS_Store",
+        ".coverage",
+    }
 )
 #: Name endings ignored at any depth (byte code, setuptools metadata directories).
 IGNORED_SUFFIXES = (".pyc", ".egg-info")
 #: Names ignored only directly under the source root: setuptools' output folders.
 #: Deeper down they are ordinary sources (``src/build/`` is the ``build`` package).
 IGNORED_ROOT_NAMES = frozenset({"build", "dist"})
+#: A regular file of this name directly under the root makes the tree an **sdist**
+#: (every sdist has one; a checkout has none). In an sdist, ``*.egg-info`` is content:
+#: setuptools' sdist command wrote it, and a setuptools build of the sdist reads its
+#: ``SOURCES.txt`` to decide which package data the wheel holds, as ``pip wheel`` does.
+SDIST_MARKER = "PKG-INFO"
+SDIST_METADATA_SUFFIX = ".egg-info"
+
+_Rules = tuple[frozenset[str], tuple[str, ...]]
+_RULES: dict[tuple[bool, bool], _Rules] = {
+    (top_level, sdist): (
+        IGNORED_NAMES | IGNORED_ROOT_NAMES if top_level else IGNORED_NAMES,
+        tuple(s for s in IGNORED_SUFFIXES if not (sdist and s == SDIST_METADATA_SUFFIX)),
+    )
+    for top_level in (False, True)
+    for sdist in (False, True)
+}
+
+#: Symlink chains longer than this are treated as loops (the Linux limit is 40).
+MAX_LINK_HOPS = 40
 
 
 @dataclass(frozen=True)
@@ -85,11 +128,63 @@ def canonical_digest(records: list[bytes]) -> str:
     return hashlib.sha256(_HEADER + b"".join(records)).hexdigest()
 
 
-def is_ignored(parts: list[str]) -> bool:
-    """Whether a root-relative path (split on ``/``) is excluded from source digests."""
-    if parts and parts[0] in IGNORED_ROOT_NAMES:
+def ignore_rules(top_level: bool, sdist: bool) -> _Rules:
+    """The names and name endings ignored in one folder of a tree (``top_level``: the root).
+
+    The one definition of what a source tree leaves out: :func:`is_ignored` (archives)
+    and the folder walk of :mod:`buildprint.inputs.tree` both apply it, name by name,
+    so what is digested and what lands in the build tree cannot drift apart.
+    """
+    return _RULES[top_level, sdist]
+
+
+def is_ignored(parts: list[str], *, sdist: bool) -> bool:
+    """Whether a root-relative path (split on ``/``) is left out of the source tree.
+
+    ``sdist``: whether the tree's root holds a regular :data:`SDIST_MARKER` file.
+    """
+    for depth, name in enumerate(parts):
+        names, suffixes = _RULES[depth == 0, sdist]
+        if name in names or name.endswith(suffixes):
+            return True
+    return False
+
+
+def link_escapes(name: str, links: Mapping[str, str], floor: int = 0) -> bool:
+    """Whether the symlink ``name`` of a tree resolves outside it.
+
+    ``links`` maps every symlink of the tree (root-relative ``/`` paths, or archive names
+    with ``floor`` leading components that belong to the root) to its target. The target
+    is resolved lexically from the link's folder, following the tree's other links (at
+    most :data:`MAX_LINK_HOPS`); absolute targets always escape: the build tree is a copy
+    somewhere else, where an absolute path names something that is not in it.
+    """
+    target = links[name]
+    if target.startswith("/"):
         return True
-    return any(name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES) for name in parts)
+    stack = name.split("/")[:-1]
+    if len(stack) < floor:
+        return True
+    pending = collections.deque(target.split("/"))
+    hops = 0
+    while pending:
+        part = pending.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if len(stack) <= floor:
+                return True
+            stack.pop()
+            continue
+        stack.append(part)
+        found = links.get("/".join(stack))
+        if found is not None:
+            hops += 1
+            if hops > MAX_LINK_HOPS or found.startswith("/"):
+                return True
+            stack.pop()
+            pending.extendleft(reversed(found.split("/")))
+    return False
 
 
 def encode_path(path: str) -> bytes:
