@@ -274,7 +274,9 @@ class Engine:
         self._ranged = [
             canonicalize_name(r.name)
             for r in requirements
-            if self.project.package_settings(r.name).source is None and not is_pinned(r)
+            if self.project.package_settings(r.name).source is None
+            and r.url is None
+            and not is_pinned(r)
         ]
         if (dict(lock.packages), dict(lock.dependencies)) != before:
             save_lock(self.project.lock_file, lock)
@@ -326,6 +328,7 @@ class Engine:
                     requirement_files=self._requirement_files,
                     ranged=self._ranged,
                     environ=os.environ,
+                    index=self.index,
                 ),
             )
         return [d.entry() for d in decisions]

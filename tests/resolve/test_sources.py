@@ -10,6 +10,7 @@ from packaging.requirements import Requirement
 
 from buildprint.errors import InputError
 from buildprint.inputs.archive import archive_digest
+from buildprint.inputs.records import SCHEME as SOURCE_SCHEME
 from buildprint.inputs.tree import tree_digest
 from buildprint.project.settings import SourceSpec
 from buildprint.resolve.index import PackageIndex
@@ -223,7 +224,8 @@ def test_url_source_with_a_wrong_sha256_is_refused(
     assert "alpha-1.0.tar.gz" in message
     assert wrong in message and sha256_of(sdist) in message
     # Nothing was memoized or kept from the refused file.
-    assert memo_in(project).get(f"sha256:{wrong}") is None
+    assert memo_in(project).get(f"sha256:{SOURCE_SCHEME}:{wrong}") is None
+    assert memo_in(project).get(f"sha256:{SOURCE_SCHEME}:{sha256_of(sdist)}") is None
     assert not any(p.is_file() for p in (tmp_path / "downloads").rglob("*"))
 
 

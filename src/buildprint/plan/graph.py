@@ -87,6 +87,7 @@ def load_graph(
     ``install_requirements``, locked without them), or locked from another source, are locked
     via ``lock_step`` (which may build an environment) and set in ``lock``; the caller saves
     it."""
+    resolver.check(requirements)  # refused direct references, before anything is resolved
     seen: dict[str, Requirement] = {}
     for req in requirements:
         name: str = canonicalize_name(req.name)

@@ -10,19 +10,52 @@ from packaging.utils import canonicalize_name
 
 from buildprint.errors import InputError
 from buildprint.project.settings import PackageSettings, ProjectSettings, load_settings
+from buildprint.urls import scrub_credentials
 
-__all__ = ["PROJECT_FILE", "Project", "is_pinned", "parse_requirement", "read_requirements"]
+__all__ = [
+    "PROJECT_FILE",
+    "LocatedRequirement",
+    "Project",
+    "is_pinned",
+    "parse_requirement",
+    "read_requirements",
+]
 
 PROJECT_FILE = "buildprint.toml"
+
+
+class LocatedRequirement(Requirement):
+    """A requirement that remembers where it was written: a requirements file and line, or a
+    command-line argument (no file), so an error about it (a refused direct reference) can
+    name that."""
+
+    def __init__(
+        self, text: str, *, file: str | Path | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(text)
+        self.text = text
+        self.file = Path(file) if file is not None else None
+        self.line = line
 
 
 def parse_requirement(
     text: str, *, file: str | Path | None = None, line: int | None = None
 ) -> Requirement:
+    """``text`` as a :class:`LocatedRequirement`: it knows its ``file`` and ``line`` (no file:
+    a command-line argument)."""
     try:
-        return Requirement(text)
+        return LocatedRequirement(text, file=file, line=line)
     except InvalidRequirement as exc:
-        raise InputError(f"invalid requirement {text!r}: {exc}", file=file, line=line) from None
+        hint = ""
+        if "://" in text and "@" not in text.split("://", 1)[0]:
+            hint = " (a direct reference is written 'NAME @ URL')"
+        where = "" if file is not None else " (argument)"
+        raise InputError(
+            f"invalid requirement{where} {scrub_credentials(text)!r}{hint}: "
+            f"{scrub_credentials(str(exc))}",
+            file=file,
+            line=line,
+        ) from None
 
 
 def is_pinned(requirement: Requirement) -> bool:
@@ -32,8 +65,9 @@ def is_pinned(requirement: Requirement) -> bool:
 
 
 def read_requirements(path: Path, files: list[Path] | None = None) -> list[Requirement]:
-    """Requirements, one per line; ``#`` comments; ``-r other.txt`` includes. Every file
-    read is appended to ``files`` when given."""
+    """Requirements, one per line; ``#`` comments; ``-r other.txt`` includes. Each is a
+    :class:`LocatedRequirement` (its file and line). Every file read is appended to ``files``
+    when given."""
     if files is not None:
         files.append(path)
     try:

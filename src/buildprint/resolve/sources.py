@@ -1,22 +1,36 @@
-"""Where a package's source comes from, and its content digest (memoized)."""
+"""Where a package's source comes from (the index, a ``url`` or ``path`` source, a PEP 508
+direct reference), and its content digest (memoized)."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_sdist_filename
+from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
 from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
 from buildprint.fsio import stat_key
-from buildprint.inputs.archive import archive_digest
+from buildprint.inputs.archive import ARCHIVE_SUFFIXES, archive_digest
+from buildprint.inputs.records import SCHEME as SOURCE_SCHEME
 from buildprint.inputs.tree import TreeMemo, tree_digest
 from buildprint.project.project import is_pinned
 from buildprint.project.settings import SourceSpec
+from buildprint.resolve.direct import (
+    DirectRef,
+    DirectReferenceError,
+    GitCheckouts,
+    Metadata,
+    archive_metadata,
+    check_direct_references,
+    parse_direct,
+    tree_metadata,
+)
 from buildprint.resolve.index import DistFile, PackageIndex
 from buildprint.signature.canonical import digest_bytes
 from buildprint.store.memo import Memo
@@ -38,14 +52,26 @@ class ResolvedSource:
     raw_sha256: str | None
     dist: DistFile | None = None  # set when the source comes from an index or URL
     local: Path | None = None  # set when the source is on this machine
+    #: git references: the full commit the ref resolved to (its checkout is :attr:`local`,
+    #: immutable) and the ref as written (a branch, tag or the commit itself).
+    commit: str | None = None
+    ref: str | None = None
+    #: Why a plan that used this source cannot be kept as a snapshot: a git branch or tag
+    #: is resolved anew by every plan. None for sources that cannot move, or whose files'
+    #: state says whether they did (a ``local`` path that is not a git checkout).
+    volatile: str | None = None
 
     def provenance(self) -> dict[str, str | int | None]:
-        return {
+        found: dict[str, str | int | None] = {
             "location": self.location,
             "raw_sha256": self.raw_sha256,
             "files": self.files,
             "size": self.size,
         }
+        if self.commit is not None:
+            found["commit"] = self.commit
+            found["ref"] = self.ref
+        return found
 
 
 def _version_from_filename(path: Path) -> str | None:
@@ -55,18 +81,39 @@ def _version_from_filename(path: Path) -> str | None:
         return None
 
 
+def _sdist_name(filename: str) -> tuple[str, str] | None:
+    """(normalized name, version) an sdist file name gives (any archive suffix), or None."""
+    lowered = filename.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lowered.endswith(suffix):
+            try:
+                name, version = parse_sdist_filename(filename[: -len(suffix)] + ".tar.gz")
+            except (InvalidSdistFilename, InvalidVersion):
+                return None
+            return str(name), str(version)
+    return None
+
+
 class SourceResolver:
     """Finds each package's source and its digest. Digests are memoized by raw archive
     sha256 (immutable) and by file state for local paths, so a no-op plan reads no archive.
     A folder source is digested with its own :class:`TreeMemo`, kept in ``trees/`` beside the
-    input memo and written by :meth:`save`, so an unchanged folder costs a stat walk."""
+    input memo and written by :meth:`save`, so an unchanged folder costs a stat walk.
 
-    def __init__(self, root: Path, index: PackageIndex, memo: Memo) -> None:
+    A requirement's PEP 508 direct reference (``name @ URL``, see :mod:`.direct`) is its
+    source; git checkouts are kept under ``sources_dir`` (default: ``sources/`` in the store
+    holding the memo) and digested once per commit."""
+
+    def __init__(
+        self, root: Path, index: PackageIndex, memo: Memo, *, sources_dir: Path | None = None
+    ) -> None:
         self.root = root
         self.index = index
         self.memo = memo
         #: Where the tree memos live: the input memo's folder (the store's ``memo/``).
         self.tree_memo_dir = memo.path.parent / "trees"
+        self.sources_dir = sources_dir or memo.path.parent.parent / "sources"
+        self.git = GitCheckouts(self.sources_dir / "git")
         self._trees: dict[Path, TreeMemo] = {}
         self._trees_lock = threading.RLock()
 
@@ -89,10 +136,24 @@ class SourceResolver:
                 if memo.changed:
                     memo.save()
 
+    @staticmethod
+    def check(requirements: Sequence[Requirement]) -> None:
+        """Refuse, before anything is resolved or fetched, a direct reference that is not
+        honoured and a package given by a direct reference and required otherwise too."""
+        check_direct_references(requirements)
+
     def resolve(
         self, requirement: Requirement, spec: SourceSpec | None, settings_file: Path
     ) -> ResolvedSource:
         name = canonicalize_name(requirement.name)
+        direct = parse_direct(requirement)
+        if direct is not None:
+            if spec is not None:
+                raise direct.error(
+                    f"{settings_file} sets a `source` for {name} too; give the source in one "
+                    "place (the direct reference or the settings file)"
+                )
+            return self._direct(direct)
         if spec is not None and spec.path is not None:
             return self._local(name, requirement, (self.root / spec.path), settings_file)
         if spec is not None and spec.url is not None:
@@ -185,18 +246,7 @@ class SourceResolver:
                 None,
                 local=path,
             )
-        key = f"path:{path.resolve()}"
-        cached = self.memo.get(key)
-        if cached is None or cached.get("state") != state:
-            found = archive_digest(path)
-            cached = {
-                "state": state,
-                "digest": found.digest,
-                "files": found.files,
-                "size": found.size,
-                "raw_sha256": found.raw_sha256,
-            }
-            self.memo.put(key, cached)
+        cached = self._archive(path)
         return ResolvedSource(
             name,
             version,
@@ -208,8 +258,176 @@ class SourceResolver:
             local=path,
         )
 
+    # -- direct references -----------------------------------------------------------------
+
+    def _direct(self, ref: DirectRef) -> ResolvedSource:
+        try:
+            if ref.kind == "git":
+                return self._git(ref)
+            if ref.kind == "archive":
+                return self._direct_archive(ref)
+            return self._direct_file(ref)
+        except DirectReferenceError:
+            raise  # already about the reference, at its file and line
+        except InputError as exc:
+            raise ref.error(str(exc)) from None
+
+    def _direct_archive(self, ref: DirectRef) -> ResolvedSource:
+        """An ``https://`` sdist with its ``#sha256=``: downloaded (cached) and verified."""
+        assert ref.sha256 is not None
+        by_name = _sdist_name(ref.filename)
+
+        def dist_at(version: str) -> DistFile:
+            return DistFile(ref.filename, ref.url, ref.sha256, ref.name, Version(version), "sdist")
+
+        if by_name is not None and by_name[0] == ref.name:
+            version = self._valid_version(ref, by_name[1])
+        else:
+            key = f"direct-meta:sha256:{ref.sha256}"
+            cached = self.memo.get(key)
+            if cached is None:
+                path = self.index.download(dist_at("0"))
+                cached = self._named_version(ref, archive_metadata(path), ref.filename)
+                self.memo.put(key, cached)
+            version = cached
+        return self._from_dist(ref.name, version, dist_at(version))
+
+    def _direct_file(self, ref: DirectRef) -> ResolvedSource:
+        """A ``file://`` sdist (its ``#sha256=`` checked when given) or folder."""
+        path = ref.path
+        if not path.exists():
+            raise ref.error(f"{path} does not exist")
+        if path.is_dir():
+            if ref.sha256 is not None:
+                raise ref.error("'#sha256=' applies to an archive, not to a folder")
+            root = path / ref.subdirectory if ref.subdirectory else path
+            if not root.is_dir():
+                raise ref.error(f"there is no folder {ref.subdirectory!r} in {path}")
+            version = self._named_version(ref, tree_metadata(root), str(root))
+            with self._trees_lock:
+                digest = tree_digest(root, self.tree_memo(root))
+            return ResolvedSource(
+                ref.name,
+                version,
+                self._location(root),
+                digest.digest,
+                digest.files,
+                digest.size,
+                None,
+                local=root,
+            )
+        if ref.subdirectory is not None:
+            raise ref.error("'#subdirectory=' applies to a folder or git reference")
+        if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise ref.error(
+                f"{path.name!r} is not an archive name (want one of {', '.join(ARCHIVE_SUFFIXES)})"
+            )
+        cached = self._archive(path)
+        if ref.sha256 is not None and cached["raw_sha256"] != ref.sha256:
+            raise ref.error(
+                f"{path.name}: sha256 {cached['raw_sha256']} does not match the "
+                f"'#sha256={ref.sha256}' of the reference; refusing to use it"
+            )
+        by_name = _sdist_name(path.name)
+        if by_name is not None and by_name[0] == ref.name:
+            version = self._valid_version(ref, by_name[1])
+        else:
+            key = f"direct-meta:sha256:{cached['raw_sha256']}"
+            version = self.memo.get(key)
+            if version is None:
+                version = self._named_version(ref, archive_metadata(path), path.name)
+                self.memo.put(key, version)
+        return ResolvedSource(
+            ref.name,
+            version,
+            self._location(path),
+            cached["digest"],
+            cached["files"],
+            cached["size"],
+            cached["raw_sha256"],
+            local=path,
+        )
+
+    def _git(self, ref: DirectRef) -> ResolvedSource:
+        """A git reference: its ref resolved to a commit (once per run), the commit checked
+        out under the store (once), its tree digested (once per commit and subdirectory)."""
+        assert ref.ref is not None
+        commit = self.git.commit(ref)
+        checkout = self.git.checkout(ref, commit)
+        root = checkout / ref.subdirectory if ref.subdirectory else checkout
+        if not root.is_dir():
+            raise ref.error(f"commit {commit} has no folder {ref.subdirectory!r}")
+        version = self._named_version(ref, tree_metadata(root), f"commit {commit}")
+        key = f"git:{SOURCE_SCHEME}:{commit}:{ref.subdirectory or ''}"
+        cached = self.memo.get(key)
+        if cached is None:
+            # The checkout is immutable (written once, named by its commit): read it once.
+            found = tree_digest(root)
+            cached = {"digest": found.digest, "files": found.files, "size": found.size}
+            self.memo.put(key, cached)
+        location = f"git+{redact_url(ref.url)}@{commit}"
+        if ref.subdirectory:
+            location += f"#subdirectory={ref.subdirectory}"
+        moving = ref.ref.lower() != commit
+        return ResolvedSource(
+            ref.name,
+            version,
+            location,
+            cached["digest"],
+            cached["files"],
+            cached["size"],
+            None,
+            local=root,
+            commit=commit,
+            ref=ref.ref,
+            volatile=(
+                f"git ref {ref.ref!r} of {redact_url(ref.url)} is resolved anew by every plan"
+                if moving
+                else None
+            ),
+        )
+
+    @staticmethod
+    def _valid_version(ref: DirectRef, version: str) -> str:
+        try:
+            return str(Version(version))
+        except InvalidVersion:
+            raise ref.error(f"invalid version {version!r}") from None
+
+    def _named_version(self, ref: DirectRef, found: Metadata, what: str) -> str:
+        """The version static metadata gives, after checking it names this package."""
+        if found.name is not None and canonicalize_name(found.name) != ref.name:
+            raise ref.error(f"{what} is the source of {found.name!r}, not of {ref.name!r}")
+        if found.version is None:
+            raise ref.error(
+                f"cannot tell the version of {what} ({found.looked}). A direct reference "
+                "carries no version (PEP 508 allows no '==' with '@'), so buildprint reads a "
+                "static one without running the build backend: set `version` in the "
+                "[project] table of pyproject.toml (not in `dynamic`), or ship a PKG-INFO; "
+                f"otherwise build from a copy with packages/{ref.name}.toml "
+                f'`source = {{ path = "…" }}` and the requirement {ref.name}==VERSION'
+            )
+        return self._valid_version(ref, found.version)
+
+    def _archive(self, path: Path) -> dict[str, Any]:
+        """The digest of the local archive ``path``, memoized by its state."""
+        state = stat_key(path)
+        key = f"path:{SOURCE_SCHEME}:{path.resolve()}"
+        cached: dict[str, Any] | None = self.memo.get(key)
+        if cached is None or cached.get("state") != state:
+            found = archive_digest(path)
+            cached = {
+                "state": state,
+                "digest": found.digest,
+                "files": found.files,
+                "size": found.size,
+                "raw_sha256": found.raw_sha256,
+            }
+            self.memo.put(key, cached)
+        return cached
+
     def _from_dist(self, name: str, version: str, dist: DistFile) -> ResolvedSource:
-        key = f"sha256:{dist.sha256}" if dist.sha256 else None
+        key = f"sha256:{SOURCE_SCHEME}:{dist.sha256}" if dist.sha256 else None
         cached = self.memo.get(key) if key else None
         if cached is None:
             path = self.index.download(dist)
@@ -221,11 +439,11 @@ class SourceResolver:
                     file=dist.url,
                 )
             cached = {"digest": found.digest, "files": found.files, "size": found.size}
-            self.memo.put(f"sha256:{found.raw_sha256}", cached)
+            self.memo.put(f"sha256:{SOURCE_SCHEME}:{found.raw_sha256}", cached)
         return ResolvedSource(
             name,
             version,
-            dist.url,
+            redact_url(dist.url),
             cached["digest"],
             cached["files"],
             cached["size"],
