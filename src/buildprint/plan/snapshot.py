@@ -3,12 +3,14 @@
 A full plan reads settings, the lock, patches and plugins, runs ``signature`` hooks and
 composes every manifest. When all of that ended in "reuse everything", the result is kept
 with the *checks* it rests on: the state of every file and folder it read (its own inputs,
-the files the hooks looked at, the store records it found, buildprint's own code), the
-variables it read (as digests: values may be secrets) and the plugin distributions' versions.
-The next plan with the same options re-checks those and, when nothing moved, prints the kept
-result without opening anything else. Anything it cannot check — a hook that ran a
-subprocess or opened a socket, a ranged requirement answered by an index, a source folder —
-makes the plan *volatile*: no snapshot is kept, and every plan is a full one.
+the files the hooks looked at, the local sdists an index chose and the pages and folders it
+chose them from, the store records it found, buildprint's own code), the variables it read
+(as digests: values may be secrets), what the hooks' host probes (``os.uname()``,
+``os.cpu_count()`` …) returned (as digests) and the plugin distributions' versions. The next
+plan with the same options re-checks those — a probe by calling it again — and, when nothing
+moved, prints the kept result without opening anything else. Anything it cannot check — a
+hook that ran a subprocess or opened a socket, a ranged requirement answered by an index, a
+source folder — makes the plan *volatile*: no snapshot is kept, and every plan is a full one.
 
 A file changed while the full plan ran could have been read before or after the change; a
 snapshot is therefore not kept when any checked file's ctime (which no one can set back) is
@@ -35,7 +37,8 @@ from buildprint.options import Options
 from buildprint.plan.decision import Decision, PlanEntry
 from buildprint.plan.inputs import InputCollector
 from buildprint.project.project import PROJECT_FILE, Project
-from buildprint.project.tracking import DIRECTORY
+from buildprint.project.tracking import DIRECTORY, is_content, probe_digest, state_now
+from buildprint.resolve.index import PackageIndex, local_path
 from buildprint.signature.canonical import digest_bytes, digest_value
 from buildprint.signature.manifest import SCHEME
 from buildprint.store.local import LocalStore
@@ -53,7 +56,7 @@ __all__ = [
     "snapshot_key",
 ]
 
-FORMAT = 1
+FORMAT = 2  # 2: host probes; local index sdists and the pages they were chosen from
 # Timestamps of some file systems are coarser than the clock: a change this close to the
 # start of the plan counts as made during it.
 _RACY_MARGIN_NS = 50_000_000
@@ -82,6 +85,7 @@ class Checks:
     files: dict[str, str | None] = field(default_factory=dict)  # path -> stat_key (None: absent)
     env: dict[str, str | None] = field(default_factory=dict)  # name -> env_digest
     versions: dict[str, str | None] = field(default_factory=dict)  # distribution -> version
+    probes: dict[str, str] = field(default_factory=dict)  # host probe call -> digest of result
     volatile: list[str] = field(default_factory=list)  # why it cannot be checked
 
     def note_file(self, path: str | os.PathLike[str]) -> None:
@@ -100,9 +104,11 @@ class Checks:
         for name, digest in self.env.items():
             if env_digest(environ, name) != digest:
                 return f"environment variable {name}"
+        for call, digest in self.probes.items():
+            if probe_digest(call) != digest:
+                return f"host probe {call}"
         for path, state in self.files.items():
-            now = DIRECTORY if state == DIRECTORY and os.path.isdir(path) else stat_key(path)
-            if now != state:
+            if state_now(path, state) != state:
                 return path
         for distribution, recorded in self.versions.items():
             if _installed_version(distribution) != recorded:
@@ -112,8 +118,8 @@ class Checks:
     def changed_since(self, started_ns: int) -> str | None:
         """A checked file whose last change is not clearly older than ``started_ns``."""
         for path, state in self.files.items():
-            if state in (None, DIRECTORY):
-                continue
+            if state in (None, DIRECTORY) or is_content(state):
+                continue  # no time to compare (a content state was taken when it was read)
             if int(state.rsplit(":", 1)[1]) >= started_ns - _RACY_MARGIN_NS:
                 return path
         return None
@@ -213,13 +219,18 @@ def collect_checks(
     requirement_files: Sequence[Path],
     ranged: Sequence[str],
     environ: Mapping[str, str],
+    index: PackageIndex | None = None,
 ) -> Checks:
     """Everything the plan that made ``decisions`` rests on.
 
     ``requirement_files``: the files the requirements were read from (absent ones included:
-    creating one changes the plan); ``ranged``: packages whose version an index chose.
+    creating one changes the plan); ``ranged``: packages whose version an index chose;
+    ``index``: the one the sources came from (without it, the project's ``index-url`` and
+    ``find-links`` are taken for it, and the folder of each local sdist the index chose is
+    checked as well, in case the run's options named others).
     """
     checks = Checks()
+    index_root, links = _local_offers(project, index)
     for path in (
         project.root / PROJECT_FILE,
         project.lock_file,
@@ -234,12 +245,25 @@ def collect_checks(
         checks.note_file(node.settings_file)
         for path in (*folders.for_package(node.name, node.version), *node.patches):
             checks.note_file(path)
-        if node.source.local is not None:
+        if node.source.volatile is not None:
+            checks.volatile.append(f"{node.name}: {node.source.volatile}")
+        elif node.source.local is not None and node.source.commit is None:
             if node.source.local.is_dir():
                 checks.volatile.append(f"{node.name}: source folder {node.source.local}")
             checks.note_file(node.source.local)
+        dist = node.source.dist
+        if dist is not None and dist.is_local:
+            # Used in place, and a folder publishes no sha256 to memoize it by: a file replaced
+            # under the same name is another source.
+            checks.note_file(dist.local_path)
+            if node.settings.source is None:  # chosen by the index from what it offered
+                _note_offer(checks, node.name, index_root, links)
+                if index is None:
+                    checks.note_file(dist.local_path.parent)
         if decision.record is not None:
             checks.note_file(store.record_path(decision.record.signature))
+    # The locked build requirements need no check: the plan takes their sha256 from the lock
+    # (checked above) and reads no wheel; a build fetches them verified against it.
     checks.volatile += [f"{name}: version chosen by the index" for name in ranged]
     for files in collector.code_files.values():
         checks.files.update(files)
@@ -247,6 +271,7 @@ def collect_checks(
         checks.note_version(distribution)
     reads = collector.hook_reads
     checks.files.update(reads.paths)
+    checks.probes.update(reads.probes)
     checks.volatile += sorted(f"a plugin hook used {event}" for event in reads.volatile)
     names = {
         HOST_VARIABLE,
@@ -268,6 +293,44 @@ def collect_checks(
         if name.startswith("buildprint") and file:
             checks.note_file(file)
     return checks
+
+
+def _local_offers(project: Project, index: PackageIndex | None) -> tuple[Path | None, list[Path]]:
+    """Where the index offers files on this machine: its folder (``None``: an http(s) index)
+    and the local find-links locations."""
+    if index is not None:
+        root, found = index.index_path, index.find_links
+    else:  # what the engine opens when the run's options name no other
+        settings = project.settings.project
+
+        def in_project(location: str) -> str:
+            if "://" in location or os.path.isabs(location):
+                return location
+            return str(project.root / location)
+
+        root = None if settings.index_url is None else local_path(in_project(settings.index_url))
+        found = tuple(in_project(link) for link in settings.find_links)
+    return root, [path for link in found if (path := local_path(link)) is not None]
+
+
+def _note_offer(checks: Checks, name: str, root: Path | None, links: Sequence[Path]) -> None:
+    """What the index read to choose ``name``'s sdist (as ``PackageIndex.files`` does): the
+    local index's page or folder for it, with the places probed before it, and every local
+    find-links location. A remote page is not read again: like the source memo, a pinned
+    version's files there are taken as published for good."""
+    if root is not None:
+        for folder in (root / name, root / "simple" / name):
+            page = folder / "index.html"
+            checks.note_file(page)
+            if page.is_file():
+                break
+            checks.note_file(folder)
+            if folder.is_dir():
+                break
+        else:
+            checks.note_file(root)  # a flat folder of files
+    for link in links:
+        checks.note_file(link)
 
 
 def settle_snapshot(
