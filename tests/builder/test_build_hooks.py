@@ -24,6 +24,7 @@ def update_env(pkg, env):
 BUILD_WHEEL = """\
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -31,6 +32,7 @@ HERE = Path(__file__).parent
 
 def build_wheel(pkg, source_dir, out_dir, env, config_settings):
     (HERE / "seen.json").write_text(json.dumps(env))
+    subprocess.run(["sh", "-c", "true"], env=env, check=True)  # given the env: fine
     out_dir.mkdir(parents=True, exist_ok=True)
     (made,) = (HERE / "made").glob("*.whl")
     return shutil.copy(made, out_dir)
@@ -109,3 +111,15 @@ def test_a_build_time_hook_reading_the_caller_environment_fails_that_build(
     assert "plugins/alpha.py" in (outcome.error or "")
     assert records == []
     assert list((root / "wheelhouse").glob("*.whl")) == []
+
+
+def test_a_build_time_hook_starting_a_process_that_inherits_the_environment_fails(
+    tmp_path: Path, backend_wheels: Path
+) -> None:
+    hook = BUILD_WHEEL.replace('["sh", "-c", "true"], env=env,', '["sh", "-c", "true"],')
+    root = project(tmp_path / "project", backend_wheels, hook)
+    make_wheel(root / "plugins" / "made", "alpha", "1.0")
+    with Engine(root) as engine:
+        (outcome,) = engine.build()
+    assert outcome.done == "failed"
+    assert "build_wheel hook (plugins.alpha) read the whole environment" in (outcome.error or "")

@@ -280,6 +280,9 @@ class Builder:
         return found
 
 
+_TEMP_VARIABLES = frozenset({"TMPDIR", "TEMP", "TMP"})  # read by tempfile on first use
+
+
 def _build_time_hook(
     hooks: PluginHooks, name: str, declared: Mapping[str, str], *args: object
 ) -> Any:
@@ -290,9 +293,15 @@ def _build_time_hook(
     reads = HookReads()
     with tracking(reads):
         result = call_hook(hooks, name, *args)
-    undeclared = sorted(v for v in reads.env if v not in declared)
+    # Where temp files go does not change what is built; every other read might.
+    undeclared = sorted(v for v in reads.env if v not in declared and v not in _TEMP_VARIABLES)
     if undeclared:
-        shown = ", ".join("the whole environment" if v == "*" else v for v in undeclared)
+        shown = ", ".join(
+            "the whole environment (or started a process without env=, which inherits it)"
+            if v == "*"
+            else v
+            for v in undeclared
+        )
         raise InputError(
             f"{name} hook ({hooks.module}) read {shown} from the caller's environment at "
             "build time, which the signature does not cover: use the env it is given, or "

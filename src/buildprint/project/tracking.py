@@ -273,6 +273,8 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             reads.note_path(".")  # listdir() / scandir() with no argument: the cwd
     elif event in _VOLATILE_EVENTS:
         reads.volatile.add(event)
+        if _inherits_environment(event, args):
+            reads.env.add("*")  # the process gets, so may read, the whole environment
     elif event == "socket.gethostname":
         # Raised before the call: ask once more, untracked, for what it is about to return.
         _local.paused = True
@@ -284,6 +286,18 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         finally:
             _local.paused = False
         reads.note_probe(event, (), outcome)
+
+
+def _inherits_environment(event: str, args: tuple[Any, ...]) -> bool:
+    """Whether a process-starting event hands the child this process's whole environment
+    (``subprocess`` without ``env=``, ``os.system``, an ``exec`` without an environment)."""
+    if event == "os.system":
+        return True
+    if event == "subprocess.Popen":  # (executable, args, cwd, env)
+        return len(args) > 3 and args[3] is None
+    if event == "os.exec":  # (path, args, env)
+        return len(args) > 2 and args[2] is None
+    return False
 
 
 class _TrackedEnviron(os._Environ[str]):
