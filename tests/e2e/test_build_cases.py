@@ -195,10 +195,12 @@ def test_plugin_code_change_builds(project: Path) -> None:
     plugin.write_text(plugin.read_text().replace('"plain"', '"fancy"'))
     entries = plan(project)
     assert entries["alpha"]["action"] == "build"
-    assert entries["alpha"]["changed"] == ["plugin"]
+    # The plugin's update_env now runs at plan time and its answer is part of the env
+    # component (issue 10, defect 9), so the variable it sets shows as changed too.
+    assert entries["alpha"]["changed"] == ["env/ALPHA_FLAVOUR", "plugin"]
     done = build(project)
     assert done["alpha"]["action"] == "built"
-    assert done["alpha"]["changed"] == ["plugin"]
+    assert done["alpha"]["changed"] == ["env/ALPHA_FLAVOUR", "plugin"]
 
 
 def test_plugin_comment_change_is_reused(project: Path) -> None:
