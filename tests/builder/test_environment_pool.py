@@ -23,6 +23,8 @@ def test_builds_with_the_same_locked_wheels_share_one_environment(
     envs = [p for p in (root / ".buildprint" / "envs").iterdir() if p.is_dir()]
     assert len(envs) == 1  # one set of locked wheels (setuptools), one environment
     assert (envs[0] / EnvironmentPool.MARK).is_file()
+    # Compiled once, as pip installs: every backend call imports bytecode, none writes any.
+    assert list(envs[0].glob("lib/python*/site-packages/setuptools/__pycache__/*.pyc"))
     assert not list((root / ".buildprint" / "work").glob("pkg-*"))  # scratch folders gone
 
 

@@ -151,8 +151,10 @@ class BuildEnvironment:
         """Every wheel installed so far, in installation order."""
         return tuple(self._installed)
 
-    def install(self, wheels: Sequence[Path]) -> None:
-        """Install exactly these wheel files, without dependencies, index or network.
+    def install(self, wheels: Sequence[Path], *, compile_bytecode: bool = False) -> None:
+        """Install exactly these wheel files, without dependencies, index or network;
+        ``compile_bytecode`` as pip does by default (worth it for an environment many builds
+        use: each backend call then imports compiled modules, builds still write none).
 
         Raises :class:`InputError` naming the file when a path is missing or is not a wheel.
         """
@@ -181,6 +183,7 @@ class BuildEnvironment:
                 "--offline",
                 "--link-mode",
                 self.link_mode,
+                *(["--compile-bytecode"] if compile_bytecode else []),
                 "--python",
                 str(self.python),
                 *(str(w.path) for w in parsed),
@@ -244,7 +247,7 @@ class EnvironmentPool:
             with FileLock(str(path) + ".lock"):
                 if not mark.is_file():  # another process may have made it meanwhile
                     env.create()
-                    env.install(files())
+                    env.install(files(), compile_bytecode=True)
                     write_atomic(mark, json.dumps(sorted(map(list, wanted))).encode())
         env._created = True
         return env
