@@ -231,11 +231,7 @@ class InputCollector:
         if not self._has_hook(node, "update_env"):
             return env_value(node.settings.env, pass_through)
         declared = self.build_env(node)
-        given = {
-            k: v
-            for k, v in declared.items()
-            if pass_through.get(k, v) != v or k not in pass_through
-        }
+        given = {k: v for k, v in declared.items() if k not in pass_through or pass_through[k] != v}
         return env_value(given, {k: v for k, v in pass_through.items() if k not in given})
 
     def manifest(self, node: PackageNode, deps: Mapping[str, DepResult]) -> Manifest:
