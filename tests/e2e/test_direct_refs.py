@@ -4,7 +4,6 @@ index's newer version; refused forms exit 2 at their file and line, touching not
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import zipfile
 from collections.abc import Callable
@@ -14,24 +13,9 @@ import pytest
 
 from buildprint.builder.wheel import read_manifest
 from tests.support.cli import build, copy_project, plan, run_cli, snapshot
+from tests.support.git import git
 from tests.support.indexes import serve_index, sha256_of
 from tests.support.sdists import make_sdist
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "HOME": str(repo.parent),
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def new_project(root: Path, wheels: Path, requirements: str) -> Path:

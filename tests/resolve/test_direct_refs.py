@@ -4,7 +4,6 @@ http served by a real local server), folders, and git repositories made with the
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from buildprint.resolve.direct import check_direct_references, parse_direct
 from buildprint.resolve.index import PackageIndex
 from buildprint.resolve.sources import SourceResolver
 from buildprint.store.memo import Memo
+from tests.support.git import git
 from tests.support.indexes import make_sdist as make_index_sdist
 from tests.support.indexes import serve_index, sha256_of
 from tests.support.sdists import make_sdist
@@ -48,22 +48,6 @@ def resolver(project: Path, index: PackageIndex | None = None) -> SourceResolver
 
 def at_line(text: str, file: Path, line: int = 4) -> Requirement:
     return parse_requirement(text, file=file, line=line)
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "HOME": str(repo.parent),
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def pyproject(name: str, version: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,17 +246,7 @@ class SourceResolver:
                 None,
                 local=path,
             )
-        cached = self._archive(path)
-        return ResolvedSource(
-            name,
-            version,
-            self._location(path),
-            cached["digest"],
-            cached["files"],
-            cached["size"],
-            cached["raw_sha256"],
-            local=path,
-        )
+        return self._archive_source(name, version, path, self._archive(path))
 
     # -- direct references -----------------------------------------------------------------
 
@@ -337,16 +327,7 @@ class SourceResolver:
             if version is None:
                 version = self._named_version(ref, archive_metadata(path), path.name)
                 self.memo.put(key, version)
-        return ResolvedSource(
-            ref.name,
-            version,
-            self._location(path),
-            cached["digest"],
-            cached["files"],
-            cached["size"],
-            cached["raw_sha256"],
-            local=path,
-        )
+        return self._archive_source(ref.name, version, path, cached)
 
     def _git(self, ref: DirectRef) -> ResolvedSource:
         """A git reference: its ref resolved to a commit (once per run), the commit checked
@@ -425,6 +406,21 @@ class SourceResolver:
             }
             self.memo.put(key, cached)
         return cached
+
+    def _archive_source(
+        self, name: str, version: str, path: Path, cached: Mapping[str, Any]
+    ) -> ResolvedSource:
+        """The source of a local archive whose digest :meth:`_archive` gave."""
+        return ResolvedSource(
+            name,
+            version,
+            self._location(path),
+            cached["digest"],
+            cached["files"],
+            cached["size"],
+            cached["raw_sha256"],
+            local=path,
+        )
 
     def _from_dist(self, name: str, version: str, dist: DistFile) -> ResolvedSource:
         key = f"sha256:{SOURCE_SCHEME}:{dist.sha256}" if dist.sha256 else None
