@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from filelock import FileLock
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -246,10 +247,26 @@ class Engine:
             )
         return found
 
-    def graph(self) -> list[PackageNode]:
-        """The package graph in dependency order; packages not locked yet are locked (and
-        ``buildprint.lock`` written when that changed it)."""
+    def graph(self, *, upgrade: bool = False) -> list[PackageNode]:
+        """The package graph in dependency order; packages not locked yet (with ``upgrade``,
+        all of them) are locked, and ``buildprint.lock`` written when that changed it."""
         requirements = self.requirements()
+        with self._lock_file_lock():
+            # Another process may have locked (and written) packages while this one waited.
+            self.__dict__.pop("lock_data", None)
+            if upgrade:
+                self.lock_data.packages.clear()
+                self.lock_data.dependencies.clear()
+            return self._graph(requirements)
+
+    def _lock_file_lock(self) -> FileLock:
+        """The lock between processes that read, complete and write ``buildprint.lock``
+        (beside the project's default store, whichever store the run uses)."""
+        folder = self.project.root / ".buildprint" / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / "buildprint.lock.lock"))
+
+    def _graph(self, requirements: list[Requirement]) -> list[PackageNode]:
         lock, preparer, with_deps = self.lock_data, self.preparer, self.options.with_deps
         preparer.built_names = {canonicalize_name(r.name) for r in requirements}
         preparer.read_install_requirements = with_deps
@@ -286,10 +303,7 @@ class Engine:
         """Lock every package's build requirements (with ``upgrade``, all of them anew), write
         ``buildprint.lock`` and return the graph; a package whose backend failed to say its
         requirements has its ``lock_error`` set (the others are locked all the same)."""
-        if upgrade:
-            self.lock_data.packages.clear()
-            self.lock_data.dependencies.clear()
-        return self.graph()
+        return self.graph(upgrade=upgrade)
 
     # -- planning and building -------------------------------------------------------------
 

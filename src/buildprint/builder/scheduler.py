@@ -4,12 +4,15 @@ dependencies have finished; reuse and fetch place stored wheels, build runs the 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from buildprint.builder import backend
 from buildprint.builder.guard import kill_guarded
@@ -158,8 +161,8 @@ class Builder:
                 self._place(decision.record)
                 outcome = Outcome(decision, "fetched", decision.record)
             else:
-                outcome = self._build(decision, deps)
-                outcome.note = note
+                outcome = self._build_once(decision, deps)
+                outcome.note = outcome.note or note
         except BuildprintError as exc:
             log = self.logs / f"{node.name}-{node.version}.log"
             outcome = Outcome(decision, "failed", error=str(exc), log=log if log.exists() else None)
@@ -185,12 +188,34 @@ class Builder:
                 raise BuildFailed(f"{record.name}: stored wheel {artifact.filename} is missing")
             self.wheelhouse.add(blob, artifact.filename, artifact.sha256)
 
+    def _build_once(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
+        """Build, holding the signature's lock: any number of processes may share a store,
+        and a signature is built by one at a time. One that waited finds what the other
+        stored and reuses it (a forced build builds all the same)."""
+        signature = decision.signature
+        assert signature is not None
+        locks = self.store.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(locks / f"{signature}.lock")):
+            forced = decision.node.name in self.planner.force
+            stored = None if forced else self.store.get_record(signature)
+            if stored is not None:
+                self._place(stored)
+                note = "built by another buildprint process meanwhile; reused"
+                return Outcome(decision, "reused", stored, note=note)
+            return self._build(decision, deps)
+
     def _build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         node = decision.node
         manifest = decision.manifest
         assert manifest is not None
-        # A stable path per package so paths compiled into extensions do not vary between runs.
-        work = self.preparer.work_root / f"{node.name}-{node.version}"
+        # A folder of this build's own: other processes may build the same package in the
+        # same store. The tree inside is always src/<name>-<version>, and the compilers'
+        # path remapping makes the wheel independent of where that is.
+        self.preparer.work_root.mkdir(parents=True, exist_ok=True)
+        work = Path(
+            tempfile.mkdtemp(prefix=f"{node.name}-{node.version}.", dir=self.preparer.work_root)
+        )
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{node.name}-{node.version}.log"
         log.unlink(missing_ok=True)
