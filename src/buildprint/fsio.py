@@ -7,21 +7,53 @@ import ctypes
 import functools
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
+    "HOST",
+    "abandoned",
     "can_sync_filesystem",
     "copy_atomic",
     "fsync_dir",
     "fsync_file",
     "new_temp_file",
+    "owner_tag",
     "stat_key",
     "sync_filesystem",
     "write_atomic",
 ]
+
+
+#: This host, as temp names carry it (dots would split the name's fields).
+HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+def owner_tag() -> str:
+    """``<host>.<pid>``: the start of a temp file or folder name, so a later run can tell
+    whether its writer is gone (:func:`abandoned`)."""
+    return f"{HOST}.{os.getpid()}"
+
+
+def abandoned(name: str) -> bool:
+    """Whether a name made with :func:`owner_tag` belongs to a process of this host that is
+    no longer running (names of other hosts, or not made that way, are never)."""
+    parts = name.lstrip(".").split(".")
+    if len(parts) < 3 or parts[0] != HOST or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def stat_key(path: str | os.PathLike[str]) -> str | None:

@@ -93,7 +93,7 @@ def test_build_wheel_hook_gets_the_constructed_environment(
     seen = json.loads((root / "plugins" / "seen.json").read_text())
     assert seen["DECLARED"] == "1"
     home = Path(seen["HOME"])
-    assert home.name == "home" and home.parent.name.startswith("alpha-1.0.")
+    assert home.name == "home" and ".alpha-1.0." in home.parent.name
     assert home.parent.parent == root / ".buildprint" / "work"
     assert seen["LC_ALL"] == "C.UTF-8"
     assert seen["PATH"].split(":")[0].startswith(str(root / ".buildprint" / "envs"))

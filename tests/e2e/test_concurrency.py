@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from buildprint.fsio import HOST
 from tests.support.cli import BUILDPRINT, PackageSpec, cli_env, write_project
 
 pytestmark = pytest.mark.slow
@@ -98,3 +99,21 @@ def test_projects_sharing_one_store(tmp_path: Path, backend_wheels: Path) -> Non
             assert built.count("built") == 1
         for project in projects:
             assert_wheels_import(project / "wheelhouse", tmp_path / f"r{round_}-{project.name}")
+
+
+def test_a_killed_run_s_work_folders_are_removed_by_the_next(
+    tmp_path: Path, backend_wheels: Path
+) -> None:
+    root = write_project(tmp_path / "project", backend_wheels, SPECS[:1])
+    work = root / ".buildprint" / "work"
+    gone = subprocess.Popen(["true"])  # a pid that has exited
+    gone.wait()
+    left = work / f"{HOST}.{gone.pid}.alpha-1.0.xyz"
+    (left / "src").mkdir(parents=True)
+    (left / "src" / "big.bin").write_bytes(b"x" * 4096)
+    other_host = work / "elsewhere.1.alpha-1.0.abc"  # maybe still at work on another host
+    other_host.mkdir(parents=True)
+    results = run_together([(root, [])])
+    assert results[0]["alpha"]["action"] == "built"
+    assert not left.exists()
+    assert other_host.is_dir()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,7 @@ from buildprint.builder import backend
 from buildprint.builder.environment import BuildEnvironment, EnvironmentPool
 from buildprint.builder.patching import apply_patches
 from buildprint.errors import InputError
+from buildprint.fsio import abandoned, owner_tag
 from buildprint.inputs.extract import safe_extract
 from buildprint.inputs.files import file_digest
 from buildprint.inputs.tree import copy_tree
@@ -43,6 +45,7 @@ class Preparer:
     python_version: str
     built_names: set[str] = field(default_factory=set)
     read_install_requirements: bool = False  # --with-deps
+    _swept: bool = field(default=False, repr=False)
     _resolutions: dict[tuple[tuple[str, ...], tuple[PinnedWheel, ...]], list[PinnedWheel]] = field(
         default_factory=dict, repr=False
     )
@@ -120,7 +123,7 @@ class Preparer:
         moves only what it must; ``lock --upgrade`` passes none); with
         :attr:`read_install_requirements`, also its install requirements."""
         kept = previous.wheels if previous is not None else []
-        with tempfile.TemporaryDirectory(dir=self._tmp()) as tmp:
+        with self._scratch(f"lock-{name}") as tmp:
             root = self.source_tree(source, patches, Path(tmp) / "src")
             system = backend.read_build_system(root)
             static = [r for r in system.requires if not self._is_built(r, name)]
@@ -180,6 +183,23 @@ class Preparer:
         other = canonicalize_name(Requirement(requirement).name)
         return other in self.built_names and other != name
 
-    def _tmp(self) -> Path:
+    @contextmanager
+    def _scratch(self, what: str) -> Iterator[Path]:
+        """A :meth:`work_folder`, removed when the block ends."""
+        folder = self.work_folder(what)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def work_folder(self, what: str) -> Path:
+        """A new folder of this process's own in the work folder, for ``what`` (named
+        ``<host>.<pid>.<what>.<token>``). The first call of a run removes the folders of
+        processes of this host that are gone (a killed run's leftovers)."""
         self.work_root.mkdir(parents=True, exist_ok=True)
-        return self.work_root
+        if not self._swept:
+            self._swept = True
+            for entry in self.work_root.iterdir():
+                if entry.is_dir() and abandoned(entry.name):
+                    shutil.rmtree(entry, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=f"{owner_tag()}.{what}.", dir=self.work_root))

@@ -4,7 +4,6 @@ dependencies have finished; reuse and fetch place stored wheels, build runs the 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -212,10 +211,7 @@ class Builder:
         # A folder of this build's own: other processes may build the same package in the
         # same store. The tree inside is always src/<name>-<version>, and the compilers'
         # path remapping makes the wheel independent of where that is.
-        self.preparer.work_root.mkdir(parents=True, exist_ok=True)
-        work = Path(
-            tempfile.mkdtemp(prefix=f"{node.name}-{node.version}.", dir=self.preparer.work_root)
-        )
+        work = self.preparer.work_folder(f"{node.name}-{node.version}")
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{node.name}-{node.version}.log"
         log.unlink(missing_ok=True)
