@@ -6,12 +6,12 @@ import contextlib
 import hashlib
 import itertools
 import os
-import socket
 import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from buildprint.fsio import HOST, abandoned, owner_tag
 from buildprint.store.record import is_digest
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ _CHUNK = 1 << 20
 #: Temp files of other hosts (shared folders) cannot be checked for a live owner; after this
 #: long they are taken to be abandoned.
 _STALE_TMP_SECONDS = 24 * 3600
-_HOST = socket.gethostname().replace(".", "_") or "host"
 #: Temp names: host, pid, this process's random token and a counter (no syscall per name).
 _TMP_TOKEN = uuid.uuid4().hex[:12]
 _tmp_counter = itertools.count()
@@ -32,7 +31,7 @@ _tmp_counter = itertools.count()
 def temp_name() -> str:
     """A fresh temp file name, ``<host>.<pid>.<token><n>.tmp``: ``gc`` removes a file so named
     (and any ``.<name>.*.part`` beside it) only once the process that wrote it is gone."""
-    return f"{_HOST}.{os.getpid()}.{_TMP_TOKEN}{next(_tmp_counter)}.tmp"
+    return f"{owner_tag()}.{_TMP_TOKEN}{next(_tmp_counter)}.tmp"
 
 
 def verify(store: LocalStore) -> list[str]:
@@ -143,23 +142,11 @@ def _abandoned(path: Path) -> bool:
     """True if no live writer can still own this temp file."""
     # A ``temp_name()``, or a download's ".<that>.<token><n>.part" beside it.
     parts = path.name.lstrip(".").split(".")
-    if len(parts) >= 4 and parts[0] == _HOST and parts[1].isdigit():
-        pid = int(parts[1])
-        if pid != os.getpid():
-            return not _pid_alive(pid)
-        return False
+    if len(parts) >= 4 and parts[0] == HOST and parts[1].isdigit():
+        return abandoned(path.name)
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return False
     return age > _STALE_TMP_SECONDS
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
