@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from buildprint.builder.scheduler import Builder, Progress
 from buildprint.builder.wheel import read_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import InputError
+from buildprint.fsio import process_temp_dir, release_process_temp_dir
+from buildprint.inputs.archive import ArchiveLimits
 from buildprint.inputs.toolchain import interpreter_identity
 from buildprint.options import Options
 from buildprint.plan.decision import Decision, PlanEntry
@@ -42,19 +45,26 @@ from buildprint.plan.snapshot import (
 )
 from buildprint.project.project import Project, is_pinned, parse_requirement, read_requirements
 from buildprint.resolve.closure import with_dependencies
-from buildprint.resolve.index import PackageIndex
-from buildprint.resolve.lockfile import Lock, load_lock, save_lock
+from buildprint.resolve.index import PackageIndex, location_problem
+from buildprint.resolve.lockfile import (
+    Lock,
+    explain_cycle,
+    kept_lock_logs_on_cycle,
+    load_lock,
+    save_lock,
+)
 from buildprint.resolve.sources import SourceResolver
 from buildprint.signature.diff import Change, diff
 from buildprint.signature.manifest import Manifest
 from buildprint.store.local import LocalStore
+from buildprint.store.maintenance import UNUSED_SECONDS
 from buildprint.store.memo import Memo
 from buildprint.store.record import ActionRecord
 
 if TYPE_CHECKING:
     from buildprint.publish import Published
-    from buildprint.store.cache import RemoteCache, RemoteListing
-    from buildprint.store.remote import Remote
+    from buildprint.store.cache import PushReport, RemoteCache, RemoteListing
+    from buildprint.store.remote import Remote, RemoteTimeouts
     from buildprint.store.signing import SigningKey
 
 __all__ = ["Comparison", "Engine", "Explanation", "Options", "RemoteContents"]
@@ -87,6 +97,10 @@ class Engine:
     def __init__(self, project_dir: Path, options: Options | None = None) -> None:
         self.project_dir = project_dir
         self.options = options or Options()
+        from buildprint.store.remote import check_remote_url
+
+        for url in self.options.remotes:  # before anything, the plan snapshot included
+            check_remote_url(url)
         self._requirement_files: list[Path] = []
         self._inspected: list[RemoteCache] = []  # opened to list or verify remotes
         self._ranged: list[str] = []  # requirements whose version an index chose
@@ -108,18 +122,58 @@ class Engine:
     @cached_property
     def python(self) -> str:
         """The interpreter builds run with (``python`` in the settings, else this one)."""
-        return self.project.settings.project.python or sys.executable
+        return self.project.interpreter() or sys.executable
+
+    def _working_python(self) -> str:
+        """:attr:`python`, once it has answered the identity probe (run once per process
+        whatever calls it first): one that does not run is bad input at its setting."""
+        try:
+            interpreter_identity(self.python)
+        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+            if isinstance(exc, subprocess.CalledProcessError):
+                said = (exc.stderr or "").strip().splitlines()[:1]
+                why = f"exit status {exc.returncode}" + "".join(f": {line}" for line in said)
+            elif isinstance(exc, OSError):
+                why = exc.strerror or str(exc)
+            else:
+                why = "its answer is not what a Python interpreter prints"
+            raise self.project.setting_error(
+                ("project", "python"),
+                f"python = {self.project.settings.project.python!r}: {self.python} does not "
+                f"run as a Python interpreter ({why})",
+            ) from None
+        return self.python
 
     @cached_property
     def index(self) -> PackageIndex:
-        settings = self.project.settings.project
+        """The package index and find-links; a location that cannot be one is bad input at
+        its setting (or option), before anything asks it for a file."""
+        settings, root = self.project.settings.project, self.project.root
+        from_settings = self.options.index_url is None and settings.index_url is not None
+        index_url = self.options.index_url or _project_path(root, settings.index_url)
+        if index_url is not None:
+            written = settings.index_url if from_settings else None
+            problem = location_problem(index_url, written=written)
+            if problem is not None and from_settings:
+                raise self.project.setting_error(("project", "index-url"), problem)
+            if problem is not None:
+                raise InputError(f"--index-url: {problem}")
+        find_links = [_project_path(root, f) or f for f in settings.find_links]
+        for link, written in zip(find_links, settings.find_links, strict=True):
+            problem = location_problem(link, kind="find-links", written=written)
+            if problem is not None:
+                raise self.project.setting_error(("project", "find-links"), problem)
+        for link in self.options.find_links:
+            problem = location_problem(link, kind="find-links")
+            if problem is not None:
+                raise InputError(f"--find-links: {problem}")
+        where = self.project.setting_error(("project", "index-url"), "") if from_settings else None
         return PackageIndex(
-            self.options.index_url or _project_path(self.project.root, settings.index_url),
-            [
-                *(_project_path(self.project.root, f) or f for f in settings.find_links),
-                *self.options.find_links,
-            ],
+            index_url,
+            [*find_links, *self.options.find_links],
             cache_dir=self.store_dir / "downloads",
+            settings_file=where.file if where else None,
+            settings_line=where.line if where else None,
         )
 
     @cached_property
@@ -132,7 +186,9 @@ class Engine:
 
     @cached_property
     def resolver(self) -> SourceResolver:
-        return SourceResolver(self.project.root, self.index, self.memo)
+        settings = self.project.settings.project
+        limits = ArchiveLimits(settings.max_unpacked_size, settings.max_expansion_ratio)
+        return SourceResolver(self.project.root, self.index, self.memo, limits=limits)
 
     @cached_property
     def lock_data(self) -> Lock:
@@ -141,7 +197,7 @@ class Engine:
 
     @cached_property
     def collector(self) -> InputCollector:
-        return InputCollector(self.project, self.memo, python=self.python)
+        return InputCollector(self.project, self.memo, python=self._working_python())
 
     @cached_property
     def planner(self) -> Planner:
@@ -156,13 +212,16 @@ class Engine:
 
     @cached_property
     def preparer(self) -> Preparer:
+        # Libraries' temp folders (pyproject_hooks' input.json, uv's inputs) go in a work
+        # folder named for this process: one a SIGKILL leaves is swept by the next run or gc.
+        self.__dict__["_process_temp"] = process_temp_dir(self.store_dir / "work")
         return Preparer(
             self.index,
             self.resolver,
             self.store_dir / "work",
             self.store_dir / "logs",
             self.python,
-            str(interpreter_identity(self.python)["python"]),
+            str(interpreter_identity(self._working_python())["python"]),
         )
 
     @cached_property
@@ -181,13 +240,26 @@ class Engine:
         from buildprint.store.signing import generate_key, load_signing_key
 
         remotes = [
-            open_remote(url, writable=write) for url, read, write in configured if read or write
+            open_remote(url, writable=write, timeouts=self._remote_timeouts(url))
+            for url, read, write in configured
+            if read or write
         ]
         key = load_signing_key(self.store_dir)
         if key is None and any(write for _, _, write in configured):
             generate_key(self.store_dir)
             key = load_signing_key(self.store_dir)
         return self._cache_over(remotes, key)
+
+    def _remote_timeouts(self, url: str) -> RemoteTimeouts:
+        """The ``[[remote]]`` timeouts of ``url`` (the first entry naming it), else defaults."""
+        from buildprint.store.remote import RemoteTimeouts
+
+        for remote in self.project.settings.remote:
+            if remote.url == url:
+                return RemoteTimeouts.of(
+                    remote.timeout, remote.connect_timeout, remote.read_timeout
+                )
+        return RemoteTimeouts()
 
     def _cache_over(self, remotes: list[Remote], key: SigningKey | None) -> RemoteCache:
         """A cache over ``remotes`` in front of the local store, trusting the project's
@@ -201,7 +273,20 @@ class Engine:
     def problems(self) -> list[str]:
         """Warnings to show once (remotes down, untrusted records …)."""
         cache = self.__dict__.get("remote_cache")
-        return list(cache.problems) if cache else []
+        problems = list(cache.problems) if cache else []
+        return [*problems, *self._unmatched_settings()]
+
+    def _unmatched_settings(self) -> list[str]:
+        """Warnings for ``packages/*.toml`` files the run's packages do not read (with
+        ``--with-deps``, known only once the graph was loaded)."""
+        names = self.__dict__.get("_graph_names")
+        if names is None and self.options.with_deps:
+            return []
+        try:
+            names = names if names is not None else [r.name for r in self.requirements()]
+        except InputError:
+            return []
+        return self.project.unmatched_settings(names)
 
     def close(self, *, save: bool = True) -> None:
         """Release resources; ``save=False`` (a run that ended in error) leaves the memo as it
@@ -218,6 +303,10 @@ class Engine:
             self.index.close()
         if "store" in opened:
             self.store.close()
+        if "preparer" in opened:
+            if "environments" in self.preparer.__dict__:
+                self.preparer.environments.close()
+            release_process_temp_dir(opened["_process_temp"])
 
     def __enter__(self) -> Engine:
         return self
@@ -283,7 +372,11 @@ class Engine:
                 install_requirements=with_deps,
             )
 
-        nodes = load(requirements, set())
+        try:
+            with kept_lock_logs_on_cycle(self.store_dir / "logs"):
+                nodes = load(requirements, set())
+        except InputError as exc:  # a cycle: say which requirement of which package makes it
+            raise explain_cycle(exc, lock, self.project.describe_source) from None
         if with_deps:
             requirements, nodes = with_dependencies(
                 requirements, nodes, lock, load, origin=self.project.root
@@ -297,6 +390,7 @@ class Engine:
         ]
         if (dict(lock.packages), dict(lock.dependencies)) != before:
             save_lock(self.project.lock_file, lock)
+        self.__dict__["_graph_names"] = [node.name for node in nodes]
         return nodes
 
     def lock(self, *, upgrade: bool = False) -> list[PackageNode]:
@@ -435,16 +529,29 @@ class Engine:
         """Re-hash every blob and check every record of the local store; the problems."""
         return self.store.verify()
 
-    def collect_garbage(self) -> int:
-        """Remove blobs no record refers to and temp files of writers gone for an hour (the
-        local store only); how many files were removed."""
+    def collect_garbage(
+        self,
+        *,
+        grace_seconds: float = GC_GRACE_SECONDS,
+        unused_seconds: float = UNUSED_SECONDS,
+    ) -> int:
+        """Collect the local store's garbage (``LocalStore.gc``: damaged blobs quarantined,
+        blobs no record refers to once older than ``grace_seconds``, temp files and folders
+        of processes gone, stale locks, build environments and git checkouts unused for
+        ``unused_seconds``); how many files and folders were removed."""
         keep = {r.signature for r in self.store.records()}
-        return self.store.gc(keep, grace_seconds=GC_GRACE_SECONDS)
+        return self.store.gc(keep, grace_seconds=grace_seconds, unused_seconds=unused_seconds)
 
-    def push(self) -> int:
-        """Push every local build to the writable remotes; how many records."""
+    def push(self) -> PushReport:
+        """Push every local build to the writable remotes: what landed where, and every
+        upload that was refused (``PushReport.complete`` only if none was)."""
         cache = self._configured_cache()
-        return len([cache.push(record) for record in self.store.records()])
+        if not any(remote.writable for remote in cache.remotes):
+            raise InputError(
+                "no writable remote (write = true in [[remote]], or --remote URL)",
+                file=self.project.root / "buildprint.toml",
+            )
+        return cache.push_many(self.store.records())
 
     def pull(self) -> tuple[int, int]:
         """Fetch from the remotes every planned package they hold: (fetched, found)."""
@@ -489,7 +596,10 @@ class Engine:
                 "no [[remote]] in buildprint.toml", file=self.project.root / "buildprint.toml"
             )
         wanted = list(urls) + ([r.url for r in settings.remote] if configured else [])
-        remotes = [open_remote(url, writable=False) for url in dict.fromkeys(wanted)]
+        remotes = [
+            open_remote(url, writable=False, timeouts=self._remote_timeouts(url))
+            for url in dict.fromkeys(wanted)
+        ]
         cache = self._cache_over(remotes, load_signing_key(self.store_dir))
         self._inspected.append(cache)
         return cache

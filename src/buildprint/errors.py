@@ -55,3 +55,13 @@ class BuildFailed(BuildprintError):
     """A package's build failed; other packages may still succeed."""
 
     exit_code = 1
+
+
+class CorruptBlob(StoreError):
+    """A stored blob whose bytes do not hash to its name (flipped, truncated or missing);
+    it has been moved to the store's ``quarantine/`` folder."""
+
+    def __init__(self, digest: str, problem: str, *, file: str | Path | None = None) -> None:
+        super().__init__(f"blob {digest}: {problem}", file=file)
+        self.digest = digest
+        self.problem = problem

@@ -5,23 +5,42 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
 import shutil
 import socket
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, nothing is taken as unheld
+    fcntl = None  # type: ignore[assignment]
+
+_T = TypeVar("_T")
+_CHUNK = 1 << 20
 
 __all__ = [
     "HOST",
     "abandoned",
     "can_sync_filesystem",
     "copy_atomic",
+    "copy_file_hashing",
+    "copy_hashing",
     "fsync_dir",
     "fsync_file",
     "new_temp_file",
     "owner_tag",
+    "place_atomic",
+    "process_temp_dir",
+    "release_process_temp_dir",
+    "remove_unlocked",
+    "shared_hold",
     "stat_key",
     "sync_filesystem",
     "write_atomic",
@@ -199,3 +218,129 @@ def copy_atomic(source: Path, target: Path, *, link: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def copy_hashing(source: IO[bytes], target: IO[bytes]) -> tuple[str, int]:
+    """Copy ``source`` to ``target`` in one pass, hashing the bytes as they go: their sha256
+    and how many there were."""
+    hasher = hashlib.sha256()
+    size = 0
+    while chunk := source.read(_CHUNK):
+        hasher.update(chunk)
+        target.write(chunk)
+        size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+def copy_file_hashing(source: Path, target: Path) -> str:
+    """Write a copy of the file ``source`` at ``target`` (created or truncated); the sha256 of
+    the bytes written, computed while copying."""
+    with open(source, "rb") as src, open(target, "wb") as out:
+        return copy_hashing(src, out)[0]
+
+
+def place_atomic(target: Path, write: Callable[[Path], _T]) -> _T:
+    """Replace ``target`` with what ``write`` puts in a temp file beside it (given its path),
+    then a rename, like :func:`write_atomic`; ``write``'s answer. If ``write`` raises, the
+    temp file is removed and ``target`` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = new_temp_file(target.parent, target.name)
+    os.close(fd)
+    try:
+        result = write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return result
+
+
+def shared_hold(path: Path) -> int | None:
+    """Hold a shared ``flock`` on the lock file ``path`` (created if absent) until the
+    returned descriptor is closed (or the process ends): :func:`remove_unlocked`, and so
+    ``gc``, leaves alone what a live process holds this way, and a ``FileLock`` on ``path``
+    (an exclusive one) waits for every holder. ``None`` where there is no ``flock``. The hold
+    is taken on the file the path names once it is held (one replaced meanwhile is
+    retried), so it is never on a lock file ``gc`` has just unlinked."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def remove_unlocked(path: Path, *, older_than: float = 0.0) -> bool:
+    """Remove the lock file ``path`` if no process holds it (``flock``) and it was last
+    opened (``FileLock`` truncates it, which sets its mtime) more than ``older_than``
+    seconds ago; whether it was removed. It is unlinked while this process holds it, so a
+    holder never loses it; one that opened it long ago and has not locked it yet could lock
+    the unlinked file, which is why only old ones go."""
+    if fcntl is None:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        if st.st_ino != os.fstat(fd).st_ino or time.time() - st.st_mtime < older_than:
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+#: The process temp folders made by :func:`process_temp_dir`, in order; the newest is
+#: ``tempfile.tempdir`` while there is one.
+_process_temps: list[tuple[Path, str | None]] = []
+_process_temps_lock = threading.Lock()
+
+
+def process_temp_dir(work_root: Path) -> Path:
+    """Make a folder ``<work_root>/<host>.<pid>.tmp.<token>`` and point ``tempfile`` (so
+    every library's ``TemporaryDirectory``: pyproject_hooks' ``input.json`` folders, uv's
+    requirement files) at it until :func:`release_process_temp_dir`. A process killed
+    meanwhile leaves it where the next run's sweep and ``gc`` find it by its owner tag,
+    instead of an anonymous ``$TMPDIR/tmp…`` nobody removes."""
+    work_root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{owner_tag()}.tmp.", dir=work_root))
+    with _process_temps_lock:
+        _process_temps.append((path, tempfile.tempdir))
+        tempfile.tempdir = str(path)
+    return path
+
+
+def release_process_temp_dir(path: Path) -> None:
+    """Remove a folder of :func:`process_temp_dir` and point ``tempfile`` back at the
+    newest one still in use (or where it pointed before the first)."""
+    with _process_temps_lock:
+        for i, (held, before) in enumerate(_process_temps):
+            if held == path:
+                del _process_temps[i]
+                if i < len(_process_temps):  # the next one falls back where this one did
+                    _process_temps[i] = (_process_temps[i][0], before)
+                break
+        else:
+            return
+        if _process_temps:
+            tempfile.tempdir = str(_process_temps[-1][0])
+        elif tempfile.tempdir == str(path):
+            tempfile.tempdir = before
+    shutil.rmtree(path, ignore_errors=True)

@@ -492,9 +492,10 @@ def test_downloads_left_in_cas_folders_are_reported_and_removed_once_their_write
     orphan = mine.with_name(mine.name.replace(f".{os.getpid()}.", f".{dead}.", 1))
     orphan.write_bytes(b"half a download")
     problems = store.verify()
-    assert sorted(problems) == sorted(
-        f"{path}: stray temp file from an interrupted write" for path in (mine, orphan)
-    )
+    # Only the dead writer's file is a problem: a live writer's download (this process's)
+    # is a write in progress, and verify (run beside a build) must not fail on it. (This
+    # test used to expect both.)
+    assert problems == [f"{orphan}: stray temp file from an interrupted write"]
     store.gc({kept.signature})
     assert mine.exists() and not orphan.exists()  # this process may still adopt its own
     assert store.get_record(kept.signature) == kept and store.has_blob(kept.artifacts[0].sha256)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from uv import find_uv_bin
 
 from buildprint.builder.guard import run_guarded
 from buildprint.errors import BuildFailed, InputError
-from buildprint.fsio import write_atomic
+from buildprint.fsio import remove_unlocked, shared_hold, write_atomic
 from buildprint.signature.canonical import digest_value
 
 __all__ = ["BuildEnvironment", "EnvironmentPool", "InstalledWheel", "LinkMode"]
@@ -224,6 +227,10 @@ class EnvironmentPool:
         self.root = root
         self.interpreter = interpreter
         self.link_mode: LinkMode = link_mode
+        #: Shared holds on the lock files of the environments handed out, by key.
+        self._holds: dict[str, int | None] = {}
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._holds_lock = threading.Lock()
 
     def key(self, wanted: Sequence[tuple[str, str]]) -> str:
         """The key of an environment holding ``wanted`` (wheel file name, sha256) pairs."""
@@ -238,16 +245,117 @@ class EnvironmentPool:
         self, wanted: Sequence[tuple[str, str]], files: Callable[[], Sequence[Path]]
     ) -> BuildEnvironment:
         """The environment holding the wheels ``wanted`` names; ``files`` gives their paths
-        (called only when the environment has to be made)."""
-        path = self.root / self.key(wanted)
+        (called only when the environment has to be made).
+
+        This process then holds a shared lock on ``<key>.lock`` for as long as the pool
+        lives (released when it is closed, or the process ends), and the mark's mtime says
+        when the environment was last handed out: ``remove_unused`` (``gc``) removes neither
+        one a live process holds nor one used recently."""
+        key = self.key(wanted)
+        path = self.root / key
+        lock = Path(str(path) + ".lock")
         env = BuildEnvironment(path, interpreter=self.interpreter, link_mode=self.link_mode)
         mark = path / self.MARK
-        if not mark.is_file():
-            self.root.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(path) + ".lock"):
-                if not mark.is_file():  # another process may have made it meanwhile
-                    env.create()
-                    env.install(files(), compile_bytecode=True)
-                    write_atomic(mark, json.dumps(sorted(map(list, wanted))).encode())
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._holds_lock:
+            this_key = self._key_locks.setdefault(key, threading.Lock())
+        with this_key:  # threads wanting other environments go on meanwhile
+            while True:
+                if key not in self._holds:
+                    self._holds[key] = shared_hold(lock)
+                if mark.is_file():
+                    break
+                # To be made: let go of the shared hold (the exclusive lock below would wait
+                # for it), make it under the exclusive lock, and take the hold again.
+                self._release(key)
+                with FileLock(str(lock)):
+                    if not mark.is_file():  # another process may have made it meanwhile
+                        env.create()
+                        env.install(files(), compile_bytecode=True)
+                        write_atomic(mark, json.dumps(sorted(map(list, wanted))).encode())
+        with contextlib.suppress(OSError):
+            os.utime(mark)  # last used: now
         env._created = True
         return env
+
+    def _release(self, key: str) -> None:
+        fd = self._holds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Let go of the environments this pool handed out (``gc`` may remove them once
+        they are unused long enough)."""
+        with self._holds_lock:
+            keys = list(self._key_locks.items())
+        for key, lock in keys:
+            with lock:
+                self._release(key)
+
+    @classmethod
+    def remove_unused(
+        cls, root: Path, *, unused_seconds: float, grace_seconds: float
+    ) -> list[Path]:
+        """Remove the environments under ``root`` no live process holds that were last used
+        more than ``unused_seconds`` ago, the half-made ones (no mark: a killed run) older
+        than ``grace_seconds``, the ``.home``/``.tmp`` folders of environments gone, and lock
+        files of environments gone; what was removed. Each is removed while holding its lock
+        exclusively, so nothing can be making or using it meanwhile; an environment removed
+        is made again by the next build that needs it."""
+        removed: list[Path] = []
+        now = time.time()
+        try:
+            entries = sorted(root.iterdir())
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            if entry.suffix == ".lock" or not entry.is_dir():
+                continue
+            if entry.suffix in {".home", ".tmp"}:
+                if not entry.with_suffix("").exists() and _age(entry, now) > grace_seconds:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+                continue
+            lock = Path(str(entry) + ".lock")
+            fd = _try_exclusive(lock)
+            if fd is None:
+                continue  # held: being made, or used by a live process
+            try:
+                mark = entry / cls.MARK
+                if mark.is_file():
+                    gone = _age(mark, now) > unused_seconds
+                else:
+                    gone = _age(entry, now) > grace_seconds
+                if gone:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+            finally:
+                os.close(fd)
+        for lock in sorted(root.glob("*.lock")):
+            if not Path(str(lock)[: -len(".lock")]).exists() and remove_unlocked(
+                lock, older_than=grace_seconds
+            ):
+                removed.append(lock)
+        return removed
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _try_exclusive(lock: Path) -> int | None:
+    """An exclusive ``flock`` on ``lock`` (created if absent) if nobody holds it, else None."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock: never take one as unheld
+        return None
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

@@ -3,7 +3,10 @@ dependencies have finished; reuse and fetch place stored wheels, build runs the 
 
 from __future__ import annotations
 
+import functools
+import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -19,7 +22,7 @@ from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
 from buildprint.builder.wheel import artifact_digest, check_built_wheel, embed_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
-from buildprint.errors import BuildFailed, BuildprintError, InputError
+from buildprint.errors import BuildFailed, BuildprintError, CorruptBlob, InputError
 from buildprint.plan.decision import Decision
 from buildprint.plan.graph import PackageNode
 from buildprint.plan.inputs import DepResult, locked_wheels
@@ -27,12 +30,18 @@ from buildprint.plan.planner import Planner
 from buildprint.project.hooks import PluginHooks, call_hook
 from buildprint.project.tracking import HookReads, tracking
 from buildprint.signature.compose import PendingDependencies
+from buildprint.states import Done
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
 
 __all__ = ["Builder", "Progress"]
 
 Progress = Callable[[str, Decision | Outcome], None]
+
+log = logging.getLogger("buildprint.store")
+
+#: How often a long run writes the wheelhouse's index pages (else once, at its end).
+_FLUSH_SECONDS = 10.0
 
 
 class Builder:
@@ -62,6 +71,10 @@ class Builder:
         #: Signatures fetched from a remote before the run: found locally now, but fetched.
         self.fetched = frozenset(fetched)
         self.source_date_epoch = source_date_epoch
+        #: Each started package's node and dependency results, to build a dependency again
+        #: whose stored wheel turns out damaged when a dependent needs it.
+        self._inputs: dict[str, tuple[PackageNode, Mapping[str, DepResult]]] = {}
+        self._inputs_lock = threading.Lock()
 
     def run(
         self, nodes: Sequence[PackageNode], jobs: int, progress: Progress | None = None
@@ -72,7 +85,18 @@ class Builder:
                 waits = ", ".join(node.deps) or "a worker"
                 progress("pending", Decision(node, "pending", reason=f"waits for {waits}"))
         self.check_inputs(nodes)
+        try:
+            return self._run(nodes, jobs, progress)
+        finally:
+            # The wheelhouse's pages and memo, once for the whole run (and for what was
+            # placed before an interruption), not once per wheel.
+            self.wheelhouse.flush()
+
+    def _run(
+        self, nodes: Sequence[PackageNode], jobs: int, progress: Progress | None
+    ) -> list[Outcome]:
         outcomes: dict[str, Outcome] = {}
+        flushed = time.monotonic()
         remaining = {n.name: n for n in nodes}
         running: dict[Future[Outcome], str] = {}
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
@@ -101,6 +125,10 @@ class Builder:
                     outcomes[name] = future.result()
                     if progress:
                         progress("done", outcomes[name])
+                if time.monotonic() - flushed > _FLUSH_SECONDS:
+                    # A long run shows its wheels in the index in batches, not only at the end.
+                    self.wheelhouse.flush()
+                    flushed = time.monotonic()
         except BaseException:
             # Ctrl-C reaches only this thread, and the builds run in sessions of their own:
             # stop queued work and end the running builds' process groups, rather than
@@ -133,6 +161,8 @@ class Builder:
         self, node: PackageNode, deps: Mapping[str, DepResult], progress: Progress | None
     ) -> Outcome:
         started = time.monotonic()
+        with self._inputs_lock:
+            self._inputs[node.name] = (node, deps)
         if node.lock_error is not None:
             decision = self.planner.decide(node, deps)
             return Outcome(decision, "failed", error=node.lock_error)
@@ -151,14 +181,18 @@ class Builder:
             note = None
             if decision.action == "fetch" and not prefetched:
                 note = self._fetch_failure(decision)
-            if decision.action == "reuse":
+            if decision.action == "reuse" or (decision.action == "fetch" and note is None):
                 assert decision.record is not None
-                self._place(decision.record)
-                outcome = Outcome(decision, "reused", decision.record)
-            elif decision.action == "fetch" and note is None:
-                assert decision.record is not None
-                self._place(decision.record)
-                outcome = Outcome(decision, "fetched", decision.record)
+                damaged = self._place_stored(node.name, decision.record)
+                if damaged is None:
+                    done: Done = "reused" if decision.action == "reuse" else "fetched"
+                    outcome = Outcome(decision, done, decision.record)
+                elif self._refetch(decision.record):
+                    note = f"{damaged}; fetched again"
+                    outcome = Outcome(decision, "fetched", decision.record, note=note)
+                else:
+                    outcome = self._build_once(decision, deps)
+                    outcome.note = f"{damaged}; built again"
             else:
                 outcome = self._build_once(decision, deps)
                 outcome.note = outcome.note or note
@@ -180,12 +214,47 @@ class Builder:
         return None
 
     def _place(self, record: ActionRecord) -> None:
-        """Put a stored build's wheels in the wheelhouse (a no-op when they are there)."""
+        """Put a stored build's wheels in the wheelhouse (a no-op when they are there), each
+        checked while it is copied (``CorruptBlob`` if its blob is damaged or gone)."""
         for artifact in record.artifacts:
-            blob = self.store.blob_path(artifact.sha256)
-            if blob is None:
-                raise BuildFailed(f"{record.name}: stored wheel {artifact.filename} is missing")
-            self.wheelhouse.add(blob, artifact.filename, artifact.sha256)
+            copy = functools.partial(self.store.copy_blob, artifact.sha256, size=artifact.size)
+            self.wheelhouse.place(artifact.filename, artifact.sha256, copy)
+
+    def _place_stored(self, name: str, record: ActionRecord) -> str | None:
+        """``_place``; if a blob is damaged: None when placed, else why not, after one warning
+        and dropping the record, so that nothing (this run or a later one) reuses it."""
+        try:
+            self._place(record)
+        except CorruptBlob as exc:
+            return self._drop_damaged(name, record, exc)
+        return None
+
+    def _drop_damaged(self, name: str, record: ActionRecord, exc: CorruptBlob) -> str:
+        """Warn once about a damaged stored wheel and drop its record; the note to report."""
+        filename = next(
+            (a.filename for a in record.artifacts if a.sha256 == exc.digest), exc.digest
+        )
+        log.warning(
+            "%s: stored wheel %s (blob %s) %s; dropping the record and getting it again",
+            name,
+            filename,
+            exc.digest,
+            exc.problem,
+        )
+        self.store.remove_record(record.signature)
+        return f"stored wheel {filename} was damaged"
+
+    def _refetch(self, record: ActionRecord) -> bool:
+        """Fetch a record again from the remotes (its blobs verified) and place its wheels;
+        whether that worked."""
+        if self.fetch is None:
+            return False
+        try:
+            self.fetch(record)
+            self._place(record)
+        except BuildprintError:
+            return False
+        return True
 
     def _build_once(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         """Build, holding the signature's lock: any number of processes may share a store,
@@ -198,8 +267,7 @@ class Builder:
         with FileLock(str(locks / f"{signature}.lock")):
             forced = decision.node.name in self.planner.force
             stored = None if forced else self.store.get_record(signature)
-            if stored is not None:
-                self._place(stored)
+            if stored is not None and self._place_stored(decision.node.name, stored) is None:
                 note = "built by another buildprint process meanwhile; reused"
                 return Outcome(decision, "reused", stored, note=note)
             return self._build(decision, deps)
@@ -291,14 +359,37 @@ class Builder:
             record = self.store.get_record(signature) if signature else None
             if record is None:
                 raise BuildFailed(f"{node.name}: dependency {dep} has no stored wheel")
-            for artifact in record.artifacts:
-                blob = self.store.blob_path(artifact.sha256)
-                if blob is None:
-                    raise BuildFailed(f"{node.name}: wheel of {dep} is missing from the store")
-                target = folder / artifact.filename
-                shutil.copyfile(blob, target)
-                found.append((target, artifact.sha256))
+            try:
+                found.extend(self._copy_wheels(record, folder))
+            except CorruptBlob as exc:
+                self._drop_damaged(dep, record, exc)
+                found.extend(self._copy_wheels(self._dep_again(node, dep, record), folder))
         return found
+
+    def _copy_wheels(self, record: ActionRecord, folder: Path) -> list[tuple[Path, str]]:
+        """Copy a record's wheels from the store into ``folder``, checked while copying."""
+        found = []
+        for artifact in record.artifacts:
+            target = folder / artifact.filename
+            self.store.copy_blob(artifact.sha256, target, size=artifact.size)
+            found.append((target, artifact.sha256))
+        return found
+
+    def _dep_again(self, node: PackageNode, dep: str, record: ActionRecord) -> ActionRecord:
+        """A dependency's build again, its stored wheel found damaged (and dropped): fetched
+        from a remote, else built (the same signature), which also fixes the wheelhouse."""
+        if self._refetch(record):
+            return record
+        with self._inputs_lock:
+            inputs = self._inputs.get(dep)
+        if inputs is None:
+            raise BuildFailed(f"{node.name}: the stored wheel of {dep} is damaged")
+        dep_node, dep_deps = inputs
+        decision = self.planner.decide(dep_node, dep_deps)
+        outcome = self._build_once(decision, dep_deps)
+        if outcome.record is None or outcome.record.signature != record.signature:
+            raise BuildFailed(f"{node.name}: the stored wheel of {dep} is damaged")
+        return outcome.record
 
 
 _TEMP_VARIABLES = frozenset({"TMPDIR", "TEMP", "TMP"})  # read by tempfile on first use

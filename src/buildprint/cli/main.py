@@ -61,6 +61,21 @@ with_deps_option = click.option(
 )
 
 
+def _checked_remote_urls(
+    _ctx: click.Context, _param: click.Parameter, urls: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``--remote URL``: checked as ``[[remote]] url`` is, before anything else runs (a plan
+    answered by its snapshot included); a bad one is a usage error (exit 2)."""
+    from buildprint.store.remote import check_remote_url
+
+    for url in urls:
+        try:
+            check_remote_url(url)
+        except BuildprintError as exc:
+            raise click.BadParameter(exc.message) from None
+    return urls
+
+
 def _requirement_options(command: F) -> F:
     for option in reversed(
         [
@@ -84,6 +99,7 @@ def _requirement_options(command: F) -> F:
                 "remotes",
                 multiple=True,
                 metavar="URL",
+                callback=_checked_remote_urls,
                 help="Remote cache (http(s):// or s3://), read and written.",
             ),
             click.option(
@@ -312,6 +328,7 @@ _remote_options = [
         "remote_urls",
         multiple=True,
         metavar="URL",
+        callback=_checked_remote_urls,
         help="A remote cache (http(s):// or s3://) instead of the local store.",
     ),
     click.option(
@@ -421,16 +438,36 @@ def cache_verify(
 @cache.command(name="gc")
 @project_option
 @click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=click.FloatRange(min=0),
+    default=3600,
+    show_default=True,
+    help="Seconds a blob no record uses (or a lock file) is kept: another process may be "
+    "about to write its record.",
+)
+@click.option(
+    "--unused-days",
+    type=click.FloatRange(min=0),
+    default=7,
+    show_default=True,
+    help="Days after which unused build environments and git checkouts are removed.",
+)
 @reports_errors
-def cache_gc(project: Path, store: Path | None) -> None:
-    """Remove blobs no record refers to and temp files of dead writers (local store only).
+def cache_gc(project: Path, store: Path | None, grace_seconds: float, unused_days: float) -> None:
+    """Remove what the local store no longer needs: damaged blobs (to quarantine/), blobs no
+    record refers to, temp files and folders of dead processes, lock files nobody holds,
+    build environments and git checkouts unused for a while (no live process's).
 
     Remote caches are not collected: their entries are create-only (never overwritten or
     deleted by buildprint, so a reader never loses a blob under a record); expire them with
     the server's own tools (S3 lifecycle rules, a cron job on the WebDAV folder).
     """
     with _engine(project, store=store) as engine:
-        removed = engine.collect_garbage()
+        removed = engine.collect_garbage(
+            grace_seconds=grace_seconds, unused_seconds=unused_days * 86400
+        )
     out.print(f"removed {removed} file(s)")
 
 
@@ -441,11 +478,41 @@ def cache_push(
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Push every local build to the writable remotes."""
+    """Push every local build to the writable remotes; exit 1 if any upload was refused.
+
+    Each refusal is printed (record, blob, remote, the server's answer); a record that was
+    there already counts as pushed. A local blob that does not hash to its name is never
+    uploaded.
+    """
     with _engine(**options) as engine:
-        pushed = engine.push()
+        report = engine.push()
         _warn(engine.problems)
-    out.print(f"pushed {pushed} record(s)")
+    for refusal in report.refused:
+        click.echo(f"refused: {refusal}", err=True)  # one line each: scripts grep these
+    if as_json:
+        click.echo(
+            render.dump_json(
+                {
+                    "records": report.records,
+                    "landed": report.landed,
+                    "remotes": [
+                        {"url": u, "created": report.created[u], "present": report.present[u]}
+                        for u in report.remotes
+                    ],
+                    "refused": [refusal.__dict__ for refusal in report.refused],
+                }
+            )
+        )
+    else:
+        for url in report.remotes:
+            out.print(
+                f"{url}: {report.created[url]} created, {report.present[url]} already there",
+                highlight=False,
+                soft_wrap=True,  # one line per remote, however long its URL
+            )
+        refused = f"; {len(report.refused)} upload(s) refused" if report.refused else ""
+        out.print(f"pushed {report.landed} of {report.records} record(s){refused}", soft_wrap=True)
+    sys.exit(0 if report.complete else 1)
 
 
 @cache.command(name="pull")

@@ -10,6 +10,7 @@ import lzma
 import os
 import stat
 import tarfile
+import threading
 import time
 import zipfile
 import zlib
@@ -37,18 +38,23 @@ from buildprint.inputs.records import (
 __all__ = [
     "ARCHIVE_SUFFIXES",
     "CHUNK",
+    "DEFAULT_LIMITS",
     "DIR",
     "FILE",
     "HARDLINK",
     "READ_ERRORS",
     "SYMLINK",
     "ArchiveLayout",
+    "ArchiveLimits",
     "Member",
     "MemberKind",
     "archive_digest",
     "archive_suffix",
+    "format_size",
+    "limits_for",
     "member_path",
     "open_members",
+    "use_limits",
 ]
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
@@ -87,6 +93,102 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     NotImplementedError,  # zip compression methods zipfile does not know
     RuntimeError,  # encrypted zip members
 )
+
+
+# -- how much an archive may unpack to ---------------------------------------------------
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes for a message: ``1 GiB``, ``10 MiB``, ``512 KiB``, ``300 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift:
+            value = size / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{size} bytes"
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How far an archive may expand before it is refused as a decompression bomb.
+
+    ``max_unpacked`` bounds the total of the decompressed stream (tar) or of the members'
+    contents (zip); ``max_ratio`` bounds that total over the archive's size on disk, once the
+    total passes ``ratio_floor`` (small sdists of text compress far better than 200x and are
+    harmless). Set in ``buildprint.toml``: ``[project] max-unpacked-size``,
+    ``max-expansion-ratio``.
+    """
+
+    max_unpacked: int = 1 << 30
+    max_ratio: int = 200
+    ratio_floor: int = 64 << 20
+
+
+#: The limits of a project that sets none.
+DEFAULT_LIMITS: Final = ArchiveLimits()
+
+_SETTINGS_HINT = "under [project] in buildprint.toml"
+
+
+class _Budget:
+    """Counts what an archive unpacks to and refuses it as soon as a limit is passed."""
+
+    def __init__(self, archive: Path, limits: ArchiveLimits, packed: int) -> None:
+        self.archive = archive
+        self.limits = limits
+        self.packed = max(packed, 1)
+        self.unpacked = 0
+
+    def check(self, total: int) -> None:
+        """Refuse the archive if it unpacks to ``total`` bytes (so far, or as declared)."""
+        limits = self.limits
+        if total > limits.max_unpacked:
+            raise ArchiveError(
+                f"archive unpacks to more than {format_size(limits.max_unpacked)} "
+                f"(max-unpacked-size {_SETTINGS_HINT}); refusing to unpack it",
+                file=self.archive,
+            )
+        if total > limits.ratio_floor and total > self.packed * limits.max_ratio:
+            raise ArchiveError(
+                f"archive expands more than {limits.max_ratio}x "
+                f"({format_size(total)} from {format_size(self.packed)}; "
+                f"max-expansion-ratio {_SETTINGS_HINT}); refusing to unpack it",
+                file=self.archive,
+            )
+
+    def add(self, count: int) -> None:
+        """Count ``count`` more bytes actually decompressed."""
+        self.unpacked += count
+        self.check(self.unpacked)
+
+    def counted(
+        self, read: Callable[[int], bytes | memoryview]
+    ) -> Callable[[int], bytes | memoryview]:
+        """``read``, counting every byte it returns."""
+
+        def counting(size: int) -> bytes | memoryview:
+            chunk = read(size)
+            self.add(len(chunk))
+            return chunk
+
+        return counting
+
+
+# The limits the project of each archive set, for readers not handed them (extraction
+# happens in the builder, which knows the archive by its path only).
+_LIMITS: dict[str, ArchiveLimits] = {}
+_LIMITS_LOCK = threading.Lock()
+
+
+def use_limits(path: Path, limits: ArchiveLimits) -> None:
+    """Read ``path`` with ``limits`` wherever no limits are passed explicitly."""
+    with _LIMITS_LOCK:
+        _LIMITS[os.path.abspath(path)] = limits
+
+
+def limits_for(path: Path) -> ArchiveLimits:
+    """The limits set for ``path`` by :func:`use_limits`, else :data:`DEFAULT_LIMITS`."""
+    with _LIMITS_LOCK:
+        return _LIMITS.get(os.path.abspath(path), DEFAULT_LIMITS)
 
 
 # -- reading the archive file once ------------------------------------------------------
@@ -158,8 +260,9 @@ class _TarStream:
     a worker thread measured slower on a busy 2-core machine than inline work.
     """
 
-    def __init__(self, source: IO[bytes], keep: int) -> None:
+    def __init__(self, source: IO[bytes], keep: int, budget: _Budget) -> None:
         self._source = source
+        self._budget = budget
         self._chunk = memoryview(b"")
         self._offset = 0
         self._eof = False
@@ -176,6 +279,7 @@ class _TarStream:
             if not data:
                 self._eof = True
                 return b""
+            self._budget.add(len(data))  # every decompressed byte, headers and padding too
             self._chunk = memoryview(data)
             self._offset = 0
         piece = self._chunk[self._offset : self._offset + size]
@@ -233,8 +337,10 @@ def member_path(name: str, archive: Path, what: str = "member") -> str | None:
     return "/".join(parts) if parts else None
 
 
-def _iter_tar(tar: tarfile.TarFile, archive: Path) -> Iterator[Member]:
+def _iter_tar(tar: tarfile.TarFile, archive: Path, budget: _Budget) -> Iterator[Member]:
     for info in tar:
+        # The header says how far the stream will go: refuse before the member is read.
+        budget.check(info.offset_data + info.size)
         name = member_path(info.name, archive)
         if name is None:
             continue  # "./": the root directory itself
@@ -262,7 +368,10 @@ def _iter_tar(tar: tarfile.TarFile, archive: Path) -> Iterator[Member]:
             )
 
 
-def _iter_zip(zipped: zipfile.ZipFile, archive: Path) -> Iterator[Member]:
+def _iter_zip(zipped: zipfile.ZipFile, archive: Path, budget: _Budget) -> Iterator[Member]:
+    # What the central directory declares is refused before anything is read; what is
+    # actually decompressed is counted too, as a header may lie.
+    budget.check(sum(info.file_size for info in zipped.infolist()))
     # File order keeps the raw hash advancing in a single pass over the file.
     for info in sorted(zipped.infolist(), key=lambda item: item.header_offset):
         name = member_path(info.filename, archive)
@@ -278,7 +387,9 @@ def _iter_zip(zipped: zipfile.ZipFile, archive: Path) -> Iterator[Member]:
                 raise ArchiveError(
                     f"member {info.filename!r}: symlink target too long", file=archive
                 )
-            target = zipped.read(info).decode("utf-8", "surrogateescape")
+            data = zipped.read(info)
+            budget.add(len(data))
+            target = data.decode("utf-8", "surrogateescape")
             yield Member(name, info.filename, SYMLINK, target=target)
         elif kind in (stat.S_IFCHR, stat.S_IFBLK):
             raise ArchiveError(f"member {info.filename!r} is a device file", file=archive)
@@ -289,7 +400,13 @@ def _iter_zip(zipped: zipfile.ZipFile, archive: Path) -> Iterator[Member]:
         else:
             with zipped.open(info) as content:
                 yield Member(
-                    name, info.filename, FILE, bool(mode & stat.S_IXUSR), "", mtime, content.read
+                    name,
+                    info.filename,
+                    FILE,
+                    bool(mode & stat.S_IXUSR),
+                    "",
+                    mtime,
+                    budget.counted(content.read),
                 )
 
 
@@ -313,21 +430,27 @@ def archive_suffix(path: Path) -> str:
 
 
 @contextmanager
-def open_members(path: Path) -> Iterator[tuple[Iterator[Member], Callable[[], str]]]:
+def open_members(
+    path: Path, limits: ArchiveLimits | None = None
+) -> Iterator[tuple[Iterator[Member], Callable[[], str]]]:
     """Open ``path`` and yield its members plus a function giving the raw sha256.
 
     The raw function may only be called once every member was consumed; for tar it
     also proves the archive is complete (end-of-archive block, compression trailer).
+    An archive that unpacks past ``limits`` (default: :func:`limits_for` the path) is
+    refused with :class:`ArchiveError` as soon as a header or the bytes read so far show it.
     """
     suffix = archive_suffix(path)
     try:
         raw = _RawHasher(path)
+        packed = os.stat(path).st_size
     except OSError as exc:
         raise ArchiveError(f"cannot open archive: {exc.strerror or exc}", file=path) from None
+    budget = _Budget(path, limits or limits_for(path), packed)
     with raw:
         if suffix == ".zip":
             with zipfile.ZipFile(raw) as zipped:
-                yield _iter_zip(zipped, path), raw.finish
+                yield _iter_zip(zipped, path, budget), raw.finish
             return
         source: IO[bytes]
         if suffix in (".tar.gz", ".tgz"):
@@ -338,7 +461,7 @@ def open_members(path: Path) -> Iterator[tuple[Iterator[Member], Callable[[], st
             source = lzma.LZMAFile(io.BufferedReader(raw, CHUNK))  # noqa: SIM115
         else:
             source = io.BufferedReader(raw, CHUNK)
-        stream = _TarStream(source, keep=2 * _TAR_BUFSIZE + 1024)
+        stream = _TarStream(source, keep=2 * _TAR_BUFSIZE + 1024, budget=budget)
         try:
             tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
                 fileobj=stream,
@@ -361,7 +484,7 @@ def open_members(path: Path) -> Iterator[tuple[Iterator[Member], Callable[[], st
                     pass
                 return raw.finish()
 
-            yield _iter_tar(tar, path), finish
+            yield _iter_tar(tar, path, budget), finish
         finally:
             source.close()
 
@@ -502,19 +625,22 @@ def _hash_content(read: Callable[[int], bytes | memoryview]) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def archive_digest(path: Path, *, entries: list[str] | None = None) -> SourceDigest:
+def archive_digest(
+    path: Path, *, entries: list[str] | None = None, limits: ArchiveLimits | None = None
+) -> SourceDigest:
     """Canonical content digest of an sdist or other source archive, in one streaming pass.
 
     The single top-level directory (``name-version/``) is stripped, so the result
     equals ``tree_digest(safe_extract(path, dest))``. Unsafe members are refused
     exactly as :func:`buildprint.inputs.extract.safe_extract` refuses them.
     ``entries`` (if given) receives the root-relative path of every entry digested:
-    exactly the paths ``safe_extract`` leaves in the source root.
+    exactly the paths ``safe_extract`` leaves in the source root. An archive expanding past
+    ``limits`` (see :func:`open_members`) is refused.
     """
     path = Path(path)
     layout = ArchiveLayout(path)
     try:
-        with open_members(path) as (members, finish):
+        with open_members(path, limits) as (members, finish):
             for member in members:
                 entry = layout.add(member)
                 if member.read is not None:

@@ -19,8 +19,12 @@ def is_secret_name(name: str) -> bool:
 
 def masked(name: str, value: str) -> dict[str, CanonicalValue]:
     """A value shown only by its digest. The name is mixed in so that equal values of two
-    variables do not reveal that they are equal."""
-    return {"sha256": digest_bytes(f"buildprint-env\0{name}\0{value}".encode())}
+    variables do not reveal that they are equal. A caller's variable that is not UTF-8 reaches
+    Python with its bytes as surrogate escapes (PEP 383): those are digested as the bytes they
+    stand for (the bytes the build is handed), so the digest is deterministic and equals
+    that of valid UTF-8 text wherever the value is one."""
+    text = f"buildprint-env\0{name}\0{value}"
+    return {"sha256": digest_bytes(text.encode("utf-8", "surrogateescape"))}
 
 
 def env_value(

@@ -17,6 +17,7 @@ from buildprint.inputs.archive import (
     READ_ERRORS,
     SYMLINK,
     ArchiveLayout,
+    ArchiveLimits,
     Member,
     archive_suffix,
     member_path,
@@ -50,7 +51,7 @@ def _finish_file(fd: int, member: Member) -> None:
         os.utime(fd, (member.mtime, member.mtime))
 
 
-def safe_extract(path: Path, dest: Path) -> Path:
+def safe_extract(path: Path, dest: Path, limits: ArchiveLimits | None = None) -> Path:
     """Extract ``path`` into ``dest`` and return the source root.
 
     The root is ``dest/<top>`` when every member sits under one top-level directory,
@@ -62,6 +63,10 @@ def safe_extract(path: Path, dest: Path) -> Path:
     Members are unpacked into a private folder inside ``dest`` and only moved into
     place when the whole archive was read and checked, so a refused or corrupt
     archive leaves ``dest`` as it was and nothing is ever written outside it.
+    An archive that would unpack past ``limits`` (default: the ones set for it with
+    :func:`~buildprint.inputs.archive.use_limits`, else 1 GiB and 200x) is refused as soon
+    as a header or the bytes read show it, before that member is written, and what was
+    written is removed.
     """
     path, dest = Path(path), Path(dest)
     archive_suffix(path)  # refuse unknown types before touching dest
@@ -72,7 +77,7 @@ def safe_extract(path: Path, dest: Path) -> Path:
     staging = tempfile.mkdtemp(prefix=".buildprint-extract-", dir=dest)
     layout = ArchiveLayout(path)
     try:
-        with open_members(path) as (members, finish):
+        with open_members(path, limits) as (members, finish):
             for member in members:
                 layout.add(member)  # refuses before anything is written
                 target = os.path.join(staging, member.name)

@@ -15,7 +15,7 @@ import importlib
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +257,42 @@ def call_hook(hooks: PluginHooks, name: str, *args: Any, **kwargs: Any) -> Any:
         raise KeyError(f"plugin module {hooks.module} has no hook {name!r}")
     with _project_imports(hooks):
         try:
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
         except (Exception, SystemExit) as error:
             raise _wrap(hooks, error, f"{name} hook ({hooks.module})") from error
+    if name == "update_env":
+        _check_env(hooks, function, result)
+    return result
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _check_env(hooks: PluginHooks, function: Callable[..., Any], result: object) -> None:
+    """``update_env`` returns the build's variables: a mapping of str to str. Anything else is
+    bad input at the hook's ``def`` line, naming the first offending key or value."""
+    problem = None
+    if not isinstance(result, Mapping):
+        problem = f"returned {_type_name(result)} {result!r:.60}"
+    else:
+        for key, value in result.items():
+            if not isinstance(key, str):
+                problem = f"returned the key {key!r} ({_type_name(key)})"
+            elif not isinstance(value, str):
+                problem = f"returned {key}={value!r} ({_type_name(value)})"
+            if problem is not None:
+                break
+    if problem is None:
+        return
+    code = getattr(function, "__code__", None)
+    file = Path(code.co_filename) if code is not None else hooks.file
+    root = hooks.project_root.resolve()
+    if file.resolve().is_relative_to(root):
+        file = hooks.project_root / file.resolve().relative_to(root)
+    raise InputError(
+        f"update_env hook ({hooks.module}) {problem}: it must return a mapping of variable "
+        "names to str values",
+        file=file if code is not None else hooks.file,
+        line=code.co_firstlineno if code is not None else None,
+    )

@@ -31,6 +31,24 @@ class ProjectTable(_Strict):
     wheelhouse: str = "wheelhouse"
     store: str = ".buildprint"
     python: str | None = None  # interpreter builds run with; default: the one running buildprint
+    #: Archive limits (decompression bombs): the most a source archive may unpack to, in
+    #: bytes or "NNN KiB/MiB/GiB", and how many times its own size (past 64 MiB unpacked).
+    max_unpacked_size: int = Field(1 << 30, alias="max-unpacked-size", gt=0)
+    max_expansion_ratio: int = Field(200, alias="max-expansion-ratio", gt=0)
+
+    @field_validator("max_unpacked_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            units = {"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}
+            number = value.strip().rstrip("BKMGTi").strip()
+            unit = value.strip()[len(number) :].strip()
+            if not number.isdigit() or unit not in units:
+                raise ValueError(f"{value!r} is not a number of bytes or 'NNN KiB/MiB/GiB'")
+            return int(number) << units[unit]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be a number of bytes or 'NNN KiB/MiB/GiB'")
+        return value
 
 
 class SignatureTable(_Strict):
@@ -46,17 +64,40 @@ class SignatureTable(_Strict):
 
 
 class RemoteSettings(_Strict):
+    """One ``[[remote]]``: where, whether to read and write, whose records to trust, and how
+    long it may stall (seconds; ``timeout`` sets both, the specific keys win)."""
+
     url: str
     read: bool = True
     write: bool = False
     trusted_keys: list[str] = Field(default_factory=list, alias="trusted-keys")
+    timeout: float | None = Field(None, gt=0, le=600)
+    connect_timeout: float | None = Field(None, alias="connect-timeout", gt=0, le=600)
+    read_timeout: float | None = Field(None, alias="read-timeout", gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _remote_url(cls, value: str) -> str:
+        # Imported here: settings load on every plan, the store's remote module need not.
+        from buildprint.store.remote import check_remote_url
+
+        try:
+            return check_remote_url(value)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("trusted_keys")
     @classmethod
     def _ed25519(cls, value: list[str]) -> list[str]:
-        for key in value:
-            if not key.startswith("ed25519:"):
-                raise ValueError(f"{key!r} is not 'ed25519:<base64>'")
+        if value:
+            # The parser records are verified with; imported only when there are keys to read.
+            from buildprint.store.signing import parse_public_key
+
+            for key in value:
+                try:
+                    parse_public_key(key)
+                except InputError as exc:
+                    raise ValueError(exc.message) from None
         return value
 
 

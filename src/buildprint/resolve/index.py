@@ -36,6 +36,8 @@ __all__ = [
     "DistFile",
     "PackageIndex",
     "local_path",
+    "location_problem",
+    "newest_first",
 ]
 
 #: The public index, used when a project sets no ``index-url``.
@@ -214,6 +216,50 @@ def local_path(location: str) -> Path | None:
     return Path(location).expanduser()
 
 
+def location_problem(
+    location: str, *, kind: str = "index-url", written: str | None = None
+) -> str | None:
+    """What is wrong with an index or find-links ``location`` before anything is asked of it
+    (None: nothing): an ``http(s)`` URL needs a host and no spaces; a ``file://`` URL or a
+    path must exist (a folder, for an index); other schemes are not indexes. ``written``:
+    the location as the user wrote it (a relative folder), for the message."""
+    shown = scrub_credentials(written or location)
+    if not location.strip():
+        return f"{kind} is empty"
+    parts = urlsplit(location)
+    has_scheme = "://" in location or (
+        len(parts.scheme) > 1 and location[len(parts.scheme) :][:1] == ":"
+    )
+    if has_scheme and parts.scheme not in ("http", "https", "file"):
+        return f"{kind} {shown!r} is not an index: give an http(s):// or file:// URL, or a folder"
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname or any(c.isspace() for c in location):
+            return f"{kind} {shown!r} is not a valid URL (no host, or spaces in it)"
+        return None
+    path = local_path(location)
+    assert path is not None
+    if not path.exists():
+        return f"{kind} {shown!r}: no such folder ({path})"
+    if kind == "index-url" and not path.is_dir():
+        return f"{kind} {shown!r}: {path} is not a folder"
+    return None
+
+
+#: How many versions a "not found" message lists (the newest); the count says the rest.
+_LISTED = 5
+
+
+def newest_first(offered: Iterable[str | Version]) -> str:
+    """``2.3.1, 2.3.0, 2.2.9 … (14 versions)``: versions newest first, or file names sorted."""
+    unique = set(offered)
+    versions = sorted((v for v in unique if isinstance(v, Version)), reverse=True)
+    names = [*map(str, versions), *sorted(str(v) for v in unique if not isinstance(v, Version))]
+    if len(names) <= _LISTED:
+        return ", ".join(names)
+    noun = "versions" if versions else "files"
+    return f"{', '.join(names[:_LISTED])} … ({len(names)} {noun})"
+
+
 def _mismatch(f: DistFile, actual: str) -> InputError:
     return InputError(
         f"sha256 mismatch for {f.filename}: expected {f.sha256} (published by the index "
@@ -239,8 +285,14 @@ class PackageIndex:
         cache_dir: Path | None = None,
         *,
         timeout: float = 60.0,
+        settings_file: str | Path | None = None,
+        settings_line: int | None = None,
     ) -> None:
         self.index_url = (index_url or DEFAULT_INDEX_URL).rstrip("/")
+        #: Where ``index_url`` was set (``buildprint.toml`` and line), for messages about
+        #: the index itself; None when it is the default or a command-line option.
+        self.settings_file = str(settings_file) if settings_file is not None else None
+        self.settings_line = settings_line
         self.find_links = tuple(find_links)
         self.cache_dir = cache_dir
         self._timeout = timeout
@@ -397,11 +449,11 @@ class PackageIndex:
         """Versions of ``name`` on offer, ascending; versions with only yanked files left out."""
         return sorted({f.version for f in self.files(name) if not f.yanked})
 
-    def _not_found(self, name: str, what: str, offered: Iterable[str]) -> InputError:
-        listed = sorted(set(offered))
-        seen = (
-            f"; offered: {', '.join(listed[:20])}" if listed else "; the index has no files for it"
-        )
+    def _not_found(
+        self, name: str, what: str, offered: Iterable[str | Version], none: str = ""
+    ) -> InputError:
+        listed = newest_first(offered)
+        seen = f"; offered: {listed}" if listed else f"; {none or 'the index has no files for it'}"
         return InputError(
             f"no {what} for package {name!r} in {self.describe()}{seen} ({INDEX_SETTINGS_HINT})",
             file=redact_url(self.index_url),
@@ -413,8 +465,10 @@ class PackageIndex:
         files = self.files(name)
         candidates = [f for f in files if f.kind == "sdist" and f.version == wanted]
         if not candidates:
-            offered = [str(f.version) for f in files if f.kind == "sdist"]
-            raise self._not_found(name, f"sdist of version {wanted}", offered)
+            offered = [f.version for f in files if f.kind == "sdist"]
+            wheels = [f.version for f in files if f.kind == "wheel"]
+            none = f"the index offers only wheels of it ({newest_first(wheels)})" if wheels else ""
+            raise self._not_found(name, f"sdist of version {wanted}", offered, none)
         candidates.sort(key=lambda f: (f.yanked, not f.filename.endswith(".tar.gz"), f.filename))
         return candidates[0]
 
@@ -435,9 +489,8 @@ class PackageIndex:
             if best is None or key < best[0]:
                 best = (key, wheel)
         if best is None:
-            offered = [f.filename for f in wheels] or [
-                str(f.version) for f in files if f.kind == "wheel"
-            ]
+            offered: list[str | Version] = [f.filename for f in wheels]
+            offered = offered or [f.version for f in files if f.kind == "wheel"]
             raise self._not_found(
                 name, f"wheel of version {wanted} compatible with this interpreter", offered
             )

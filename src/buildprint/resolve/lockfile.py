@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ __all__ = [
     "LockedBuildDeps",
     "PinnedWheel",
     "dumps_lock",
+    "explain_cycle",
+    "kept_lock_logs_on_cycle",
     "load_lock",
     "loads_lock",
     "save_lock",
@@ -318,3 +323,71 @@ def load_lock(path: Path) -> Lock:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError("lock file is not valid UTF-8", file=path, line=line) from None
     return loads_lock(text, file=path)
+
+
+_CYCLE = re.compile(r"dependency cycle: (.+)")
+
+
+def explain_cycle(error: InputError, lock: Lock, describe: Callable[[str], str]) -> InputError:
+    """``error`` if it is not about a dependency cycle; else the same error saying, for each
+    step of the cycle, which build requirement of which package (and where that package's
+    source and settings are, ``describe(name)``) makes it. Nothing is locked or built."""
+    found = _CYCLE.fullmatch(error.message)
+    if found is None or error.file is not None:
+        return error
+    names = [name.strip() for name in found.group(1).split(" -> ")]
+    steps = []
+    for name, needs in pairwise(names):
+        locked = lock.packages.get(canonicalize_name(name))
+        declared = [
+            r
+            for r in (locked.requires if locked else [])
+            if _requirement_name(r) == canonicalize_name(needs)
+        ]
+        said = f"requires {declared[0]!r}" if declared else f"needs {needs}"
+        steps.append(f"{name} ({describe(name)}) {said} to build")
+    return InputError(
+        f"dependency cycle in build requirements: {found.group(1)}: "
+        + "; ".join(steps)
+        + ". A package cannot be built with itself: drop one of these build requirements "
+        "(a patch of pyproject.toml [build-system] requires), or build that one from a wheel. "
+        "Nothing was locked or built."
+    )
+
+
+def _requirement_name(text: str) -> str | None:
+    try:
+        return canonicalize_name(Requirement(text).name)
+    except InvalidRequirement:
+        return None
+
+
+def is_cycle(error: InputError) -> bool:
+    """Whether ``error`` is the graph's dependency cycle (as :func:`explain_cycle` says it)."""
+    return error.message.startswith(("dependency cycle: ", "dependency cycle in build "))
+
+
+@contextmanager
+def kept_lock_logs_on_cycle(logs: Path) -> Iterator[None]:
+    """Locking writes ``<name>-<version>-lock.log`` files into ``logs`` before the graph can
+    know it has a cycle; when the block ends in a cycle, put those files back as they were (a
+    cycle is bad input, which leaves the store as it was). Any other outcome keeps them: a
+    backend failure's message points at its log."""
+    existed = logs.is_dir()
+    before = {p.name: p.read_bytes() for p in logs.glob("*-lock.log")} if existed else {}
+    try:
+        yield
+    except InputError as exc:
+        if not is_cycle(exc):
+            raise
+        for path in logs.glob("*-lock.log") if logs.is_dir() else []:
+            if path.name not in before:
+                path.unlink(missing_ok=True)
+            elif path.read_bytes() != before[path.name]:
+                write_atomic(path, before[path.name])
+        for name, data in before.items():
+            if not (logs / name).exists():
+                write_atomic(logs / name, data)
+        if not existed and logs.is_dir() and not any(os.scandir(logs)):
+            logs.rmdir()
+        raise

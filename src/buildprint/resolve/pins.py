@@ -88,6 +88,16 @@ def _parse_pins(text: str, file: str) -> list[tuple[str, Version]]:
     return pins
 
 
+def _declared(origin: str | Path | None) -> tuple[str, str | Path | None]:
+    """How a message names where build requirements come from: a source tree's
+    ``pyproject.toml`` lives in a scratch folder gone by the time the message is read, so it
+    is named by the tree (``alpha-1.0/pyproject.toml``) in the text, with no file; any other
+    ``origin`` is the file."""
+    if isinstance(origin, Path) and origin.name == "pyproject.toml":
+        return f" (declared by {origin.parent.name}/pyproject.toml)", None
+    return "", origin
+
+
 def resolve(
     requirements: Sequence[str],
     index: PackageIndex,
@@ -111,7 +121,10 @@ def resolve(
         try:
             Requirement(text)
         except InvalidRequirement as exc:
-            raise InputError(f"invalid build requirement {text!r}: {exc}", file=origin) from None
+            declared, file = _declared(origin)
+            raise InputError(
+                f"invalid build requirement {text!r}{declared}: {exc}", file=file
+            ) from None
     from uv import find_uv_bin
 
     chosen_tags = list(tags) if tags is not None else tags_for(python_version)
@@ -146,11 +159,18 @@ def resolve(
             message = scrub_credentials(
                 proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
             )
+            # A source tree's pyproject.toml lives in a scratch folder gone by the time the
+            # message is read: name the package's tree instead, and the index's setting.
+            declared, file = _declared(origin)
+            line = None
+            if file is None and declared:
+                file, line = index.settings_file, index.settings_line
             raise InputError(
-                f"cannot resolve build requirements {', '.join(requirements)} for Python "
-                f"{python_version} from {index.describe()} (wheels only):\n{message}\n"
+                f"cannot resolve build requirements {', '.join(requirements)}{declared} for "
+                f"Python {python_version} from {index.describe()} (wheels only):\n{message}\n"
                 f"({INDEX_SETTINGS_HINT})",
-                file=origin,
+                file=file,
+                line=line,
             )
         pins = _parse_pins(pinned_out.read_text(encoding="utf-8"), "uv pip compile output")
 

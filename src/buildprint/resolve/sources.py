@@ -16,10 +16,16 @@ from packaging.version import InvalidVersion, Version
 
 from buildprint.errors import InputError
 from buildprint.fsio import stat_key
-from buildprint.inputs.archive import ARCHIVE_SUFFIXES, archive_digest
+from buildprint.inputs.archive import (
+    ARCHIVE_SUFFIXES,
+    DEFAULT_LIMITS,
+    ArchiveLimits,
+    archive_digest,
+    use_limits,
+)
 from buildprint.inputs.records import SCHEME as SOURCE_SCHEME
 from buildprint.inputs.tree import TreeMemo, tree_digest
-from buildprint.project.project import is_pinned
+from buildprint.project.project import LocatedRequirement, is_pinned
 from buildprint.project.settings import SourceSpec
 from buildprint.resolve.direct import (
     DirectRef,
@@ -31,7 +37,12 @@ from buildprint.resolve.direct import (
     parse_direct,
     tree_metadata,
 )
-from buildprint.resolve.index import DistFile, PackageIndex
+from buildprint.resolve.index import (
+    INDEX_SETTINGS_HINT,
+    DistFile,
+    PackageIndex,
+    newest_first,
+)
 from buildprint.signature.canonical import digest_bytes
 from buildprint.store.memo import Memo
 from buildprint.urls import redact_url
@@ -94,6 +105,19 @@ def _sdist_name(filename: str) -> tuple[str, str] | None:
     return None
 
 
+def _at_requirement(requirement: Requirement, error: InputError) -> InputError:
+    """``error`` (the index lacks what ``requirement`` asks for) at the requirement's file and
+    line (a command-line requirement has none); the index stays named in the text."""
+    if not isinstance(requirement, LocatedRequirement):
+        return error
+    where = "" if requirement.file is not None else " (argument)"
+    return InputError(
+        f"requirement{where} {requirement}: {error.message}",
+        file=requirement.file,
+        line=requirement.line,
+    )
+
+
 class SourceResolver:
     """Finds each package's source and its digest. Digests are memoized by raw archive
     sha256 (immutable) and by file state for local paths, so a no-op plan reads no archive.
@@ -102,12 +126,23 @@ class SourceResolver:
 
     A requirement's PEP 508 direct reference (``name @ URL``, see :mod:`.direct`) is its
     source; git checkouts are kept under ``sources_dir`` (default: ``sources/`` in the store
-    holding the memo) and digested once per commit."""
+    holding the memo) and digested once per commit.
+
+    Archives are read with ``limits`` (the project's ``max-unpacked-size`` and
+    ``max-expansion-ratio``): one that would unpack past them is refused when digested, and
+    :meth:`fetch` hands the same limits to the extraction of the file it returns."""
 
     def __init__(
-        self, root: Path, index: PackageIndex, memo: Memo, *, sources_dir: Path | None = None
+        self,
+        root: Path,
+        index: PackageIndex,
+        memo: Memo,
+        *,
+        sources_dir: Path | None = None,
+        limits: ArchiveLimits = DEFAULT_LIMITS,
     ) -> None:
         self.root = root
+        self.limits = limits
         self.index = index
         self.memo = memo
         #: Where the tree memos live: the input memo's folder (the store's ``memo/``).
@@ -178,20 +213,23 @@ class SourceResolver:
                 # The sha256 (or the URL) that does not hold is the settings file's.
                 where = exc.file or redact_url(spec.url)
                 raise InputError(f"source {where}: {exc.message}", file=settings_file) from None
-        version = self._pinned(requirement) or self._newest(requirement)
-        key = f"index:{self.index.index_url}:{name}:{version}"
-        cached = self.memo.get(key)
-        if cached is not None:
-            dist = DistFile(
-                filename=cached["filename"],
-                url=cached["url"],
-                sha256=cached["sha256"],
-                name=name,
-                version=Version(version),
-                kind="sdist",
-            )
-        else:
-            dist = self.index.find_sdist(name, version)
+        try:
+            version = self._pinned(requirement) or self._newest(requirement)
+            key = f"index:{self.index.index_url}:{name}:{version}"
+            cached = self.memo.get(key)
+            if cached is not None:
+                dist = DistFile(
+                    filename=cached["filename"],
+                    url=cached["url"],
+                    sha256=cached["sha256"],
+                    name=name,
+                    version=Version(version),
+                    kind="sdist",
+                )
+            else:
+                dist = self.index.find_sdist(name, version)
+        except InputError as exc:
+            raise _at_requirement(requirement, exc) from None
         resolved = self._from_dist(name, version, dist)
         if dist.sha256 is not None and not dist.is_local:
             self.memo.put(key, {"filename": dist.filename, "url": dist.url, "sha256": dist.sha256})
@@ -210,11 +248,14 @@ class SourceResolver:
         return next(iter(requirement.specifier)).version if is_pinned(requirement) else None
 
     def _newest(self, requirement: Requirement) -> str:
-        candidates = [
-            v for v in self.index.versions(requirement.name) if v in requirement.specifier
-        ]
+        offered = self.index.versions(requirement.name)
+        candidates = [v for v in offered if v in requirement.specifier]
         if not candidates:
-            raise InputError(f"no version of {requirement.name} matches {requirement}")
+            listed = newest_first(offered) if offered else "none: the index has no files for it"
+            raise InputError(
+                f"no version of {requirement.name} matches {requirement} on "
+                f"{self.index.describe()}; offered: {listed} ({INDEX_SETTINGS_HINT})"
+            )
         return str(max(candidates))
 
     def _local(
@@ -396,7 +437,7 @@ class SourceResolver:
         key = f"path:{SOURCE_SCHEME}:{path.resolve()}"
         cached: dict[str, Any] | None = self.memo.get(key)
         if cached is None or cached.get("state") != state:
-            found = archive_digest(path)
+            found = archive_digest(path, limits=self.limits)
             cached = {
                 "state": state,
                 "digest": found.digest,
@@ -427,7 +468,7 @@ class SourceResolver:
         cached = self.memo.get(key) if key else None
         if cached is None:
             path = self.index.download(dist)
-            found = archive_digest(path)
+            found = archive_digest(path, limits=self.limits)
             if dist.sha256 is not None and found.raw_sha256 not in (None, dist.sha256):
                 raise InputError(
                     f"{dist.filename}: sha256 {found.raw_sha256} does not match the published "
@@ -450,6 +491,10 @@ class SourceResolver:
     def fetch(self, source: ResolvedSource) -> Path:
         """The source on this machine (downloaded and verified when remote)."""
         if source.local is not None:
-            return source.local
-        assert source.dist is not None
-        return self.index.download(source.dist)
+            located = source.local
+        else:
+            assert source.dist is not None
+            located = self.index.download(source.dist)
+        if not located.is_dir():
+            use_limits(located, self.limits)  # the builder extracts it knowing only its path
+        return located

@@ -1,9 +1,13 @@
 """RemoteCache: look up, fetch and publish action records across remotes, verifying everything.
 
 A record is used only if a trusted key signed it and it names the signature it was looked up
-under; a blob only if it hashes to its name and has the recorded size. Remotes that fail are
-reported once in ``problems`` and skipped for the rest of the run, so a cache that is down
-costs one warning and no retries.
+under; a blob only if it hashes to its name and has the recorded size. Remotes that fail
+(down, or stalled past their timeouts) are reported once in ``problems`` and skipped for the
+rest of the run, so a cache that is down costs one warning and no retries.
+
+Pushes tell the truth: every upload that did not land is a ``PushRefusal`` (which record,
+which blob, which remote, why), and a local blob that does not hash to its name is never
+uploaded.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import queue
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildprint.errors import StoreError
@@ -27,10 +31,11 @@ from buildprint.store.remote import (
     RemoteIntegrityError,
     RemoteMissing,
     RemoteUnavailable,
+    UploadIntegrityError,
 )
 from buildprint.store.signing import SigningKey, UntrustedRecord, sign_record, verify_envelope
 
-__all__ = ["RemoteCache", "RemoteListing"]
+__all__ = ["PushRefusal", "PushReport", "RemoteCache", "RemoteListing"]
 
 log = logging.getLogger("buildprint.store.cache")
 
@@ -52,11 +57,54 @@ class RemoteListing:
     problem: str | None
 
 
+@dataclass(frozen=True)
+class PushRefusal:
+    """One upload that did not land: the record, the blob (None: the record itself), the
+    remote (redacted URL) and why (the server's status, or the local problem)."""
+
+    remote: str
+    signature: str
+    name: str
+    version: str
+    blob: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        what = f"blob {self.blob}" if self.blob is not None else "record"
+        return (
+            f"record {self.signature} ({self.name} {self.version}) not pushed to "
+            f"{self.remote}: {what}: {self.reason}"
+        )
+
+
+@dataclass
+class PushReport:
+    """What ``RemoteCache.push_many`` did: per writable remote, how many records it created
+    and how many were there already (both landed), and every refusal."""
+
+    records: int = 0
+    remotes: list[str] = field(default_factory=list)
+    created: dict[str, int] = field(default_factory=dict)
+    present: dict[str, int] = field(default_factory=dict)
+    refused: list[PushRefusal] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when every record landed on every writable remote."""
+        return bool(self.remotes) and not self.refused
+
+    @property
+    def landed(self) -> int:
+        """Records that landed on every writable remote."""
+        return self.records - len({r.signature for r in self.refused})
+
+
 class RemoteCache:
     """The remotes of a project in front of its local store.
 
     ``trusted_keys`` are ``ed25519:<b64>`` ids; the project's own key (``signing_key``) is
-    always trusted. ``problems`` collects one line per distinct problem for the CLI to print.
+    always trusted. ``problems`` collects one line per distinct problem for the CLI to print
+    (a remote refusing uploads: once per remote); ``refusals`` every upload that failed.
     """
 
     def __init__(
@@ -76,7 +124,9 @@ class RemoteCache:
         )
         self.jobs = max(1, jobs)
         self.problems: list[str] = []
+        self.refusals: list[PushRefusal] = []
         self._down: set[str] = set()
+        self._refusing: set[str] = set()  # remotes that refused an upload (reported once)
         self._origin: dict[str, Remote] = {}
         self._lock = threading.Lock()
 
@@ -91,7 +141,7 @@ class RemoteCache:
         with self._lock:
             if message not in self.problems:
                 self.problems.append(message)
-                log.warning("%s", message)
+                log.info("%s", message)  # the CLI prints `problems`: once, not twice
 
     def _usable(self, remote: Remote) -> bool:
         with self._lock:
@@ -313,35 +363,111 @@ class RemoteCache:
     def push(self, record: ActionRecord) -> dict[str, bool]:
         """Publish a locally stored record to every writable remote: blobs first, record last.
 
-        Returns ``remote url -> True`` (created) or ``False`` (an entry existed and was kept);
-        remotes that failed are absent and reported in ``problems``.
+        Returns ``remote url -> True`` (created) or ``False`` (an entry existed and was kept):
+        the remotes it landed on. Each upload that did not land is added to ``refusals``
+        (a remote that refuses is reported once in ``problems``). A local blob is uploaded
+        only if its bytes hash to its name; a corrupt one is reported and its record is not
+        pushed anywhere.
         """
+        outcome, refused = self._push(record)
+        with self._lock:
+            self.refusals.extend(refused)
+        return outcome
+
+    def push_many(self, records: Iterable[ActionRecord]) -> PushReport:
+        """``push`` each record; what landed where, and every refusal."""
+        report = PushReport(remotes=[r.url for r in self.remotes if r.writable])
+        for url in report.remotes:
+            report.created[url] = report.present[url] = 0
+        for record in records:
+            report.records += 1
+            outcome, refused = self._push(record)
+            for url, created in outcome.items():
+                (report.created if created else report.present)[url] += 1
+            report.refused.extend(refused)
+            with self._lock:
+                self.refusals.extend(refused)
+        return report
+
+    def _push(self, record: ActionRecord) -> tuple[dict[str, bool], list[PushRefusal]]:
+        writable = [r for r in self.remotes if r.writable]
+
+        def refusal(remote: Remote, blob: str | None, reason: str) -> PushRefusal:
+            return PushRefusal(
+                remote.url, record.signature, record.name, record.version, blob, reason
+            )
+
+        if not writable:
+            return {}, []
         if self.signing_key is None:
             self._report("no signing key: records are not pushed (run `buildprint keys generate`)")
-            return {}
+            return {}, [refusal(r, None, "no signing key to sign it with") for r in writable]
         paths: list[tuple[str, Path]] = []
         for artifact in record.artifacts:
             path = self.local.blob_path(artifact.sha256)
             if path is None:
-                raise StoreError(
-                    f"record {record.signature}: blob {artifact.sha256} is not in the local store",
-                    file=self.local.root,
+                self._report(
+                    f"record {record.signature} ({record.name} {record.version}): blob "
+                    f"{artifact.sha256} is not in the local store {self.local.root}; not pushed"
                 )
+                reason = "not in the local store"
+                return {}, [refusal(r, artifact.sha256, reason) for r in writable]
             paths.append((artifact.sha256, path))
         envelope = sign_record(record.to_bytes(), self.signing_key)
         outcome: dict[str, bool] = {}
-        for remote in self.remotes:
-            if not remote.writable or not self._usable(remote):
+        refused: list[PushRefusal] = []
+        corrupt = False
+        for remote in writable:
+            if corrupt:
+                # The same bad bytes would go to this remote: the record goes nowhere.
+                refused.append(refusal(remote, None, "not tried: a local blob of it is corrupt"))
                 continue
+            if not self._usable(remote):
+                refused.append(refusal(remote, None, "not tried: the remote is unavailable"))
+                continue
+            errors = self._put_blobs(remote, paths)
+            for sha, exc in errors:
+                refused.append(refusal(remote, sha, self._upload_problem(remote, exc)))
+                corrupt = corrupt or isinstance(exc, UploadIntegrityError)
+            if errors:
+                continue  # blobs first, record last: a record never points at missing blobs
             try:
-                if paths:
-                    with self._pool(None, len(paths)) as pool:
-                        # list() re-raises the first upload error before the record goes up.
-                        list(pool.map(lambda item, r=remote: r.put_blob(*item), paths))
                 outcome[remote.url] = remote.put_record(record.signature, envelope)
             except RemoteError as exc:
-                self._failed(remote, exc)
-        return outcome
+                refused.append(refusal(remote, None, self._upload_problem(remote, exc)))
+        return outcome, refused
+
+    def _put_blobs(
+        self, remote: Remote, paths: list[tuple[str, Path]]
+    ) -> list[tuple[str, RemoteError]]:
+        """Upload the blobs concurrently (each only if missing there); the ones that failed."""
+        if not paths:
+            return []
+
+        def put(item: tuple[str, Path]) -> tuple[str, RemoteError] | None:
+            try:
+                remote.put_blob(*item)
+            except RemoteError as exc:
+                return item[0], exc
+            return None
+
+        with self._pool(None, len(paths)) as pool:
+            return [failed for failed in pool.map(put, paths) if failed is not None]
+
+    def _upload_problem(self, remote: Remote, exc: RemoteError) -> str:
+        """Report an upload that failed (once per remote, or per corrupt blob) and say why."""
+        if isinstance(exc, UploadIntegrityError):
+            self._report(f"{exc} (run `buildprint cache verify`)")
+        elif isinstance(exc, RemoteUnavailable):
+            self._failed(remote, exc)
+        else:
+            with self._lock:
+                first = remote.url not in self._refusing
+                self._refusing.add(remote.url)
+            if first:
+                self._report(f"remote {remote.url} refused an upload: {exc}")
+        # The refusal names the remote already.
+        return str(exc).removeprefix(f"remote {remote.url}: ").removeprefix(f"remote {remote.url} ")
 
 
 class _FetchRun:

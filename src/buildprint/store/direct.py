@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 
 import certifi
 
-from buildprint.store.remote import RemoteUnavailable
+from buildprint.store.remote import DEFAULT_READ_TIMEOUT, RemoteTimeout, RemoteUnavailable
 
 __all__ = ["DirectGets", "read_all"]
 
@@ -31,6 +31,10 @@ class DirectGets:
     ``url`` is what messages name (already redacted). A connection goes back to the pool
     once its answer was read to the end, and is closed on any trouble. No proxy is used; TLS
     verifies against ``cafile`` (default: certifi's roots, as httpx and botocore do).
+
+    ``timeout`` bounds each wait for the server (the answer, each piece of a body);
+    ``connect_timeout`` (default: ``timeout``) the connection and TLS handshake. A wait past
+    either raises ``RemoteTimeout``.
     """
 
     def __init__(
@@ -41,13 +45,15 @@ class DirectGets:
         port: int | None,
         *,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_READ_TIMEOUT,
+        connect_timeout: float | None = None,
         cafile: str | None = None,
     ) -> None:
         self._url = url
         self._host = host
         self._port = port
         self._timeout = timeout
+        self._connect_timeout = timeout if connect_timeout is None else connect_timeout
         self._headers = {"Accept-Encoding": "identity", **(headers or {})}
         self._context = (
             ssl.create_default_context(cafile=cafile or certifi.where())
@@ -62,13 +68,14 @@ class DirectGets:
         reused buffer, each to be consumed before the next.
 
         A kept-alive connection the server had closed meanwhile is replaced once. Transport
-        trouble, before or during the body, raises ``RemoteUnavailable``; ``target`` never
-        appears in a message (a presigned URL carries a signature).
+        trouble, before or during the body, raises ``RemoteUnavailable`` (``RemoteTimeout`` for
+        a server that stopped answering); ``target`` never appears in a message (a presigned
+        URL carries a signature).
         """
-        conn, response = self._send(target)
+        conn, response = self._send(target, what)
         failure = f"remote {self._url} failed while sending {what}"
         try:
-            yield response.status, _read_into(response, failure, self._url)
+            yield response.status, _read_into(response, failure, self._url, self._timeout)
         finally:
             if response.status != 200 and not response.isclosed():
                 _drain(response)
@@ -77,12 +84,30 @@ class DirectGets:
             else:
                 conn.close()
 
-    def _send(self, target: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _send(
+        self, target: str, what: str
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         for fresh in (False, True):
             conn, reused = self._take(fresh=fresh)
+            connecting = conn.sock is None
             try:
+                if connecting:
+                    conn.connect()  # under the connect timeout; then the read timeout applies
+                    connecting = False
+                    conn.sock.settimeout(self._timeout)
                 conn.request("GET", target, headers=self._headers)
                 return conn, conn.getresponse()
+            except TimeoutError:
+                conn.close()
+                # A server that stalls is not retried: that would only double the wait.
+                stall = (
+                    f"accepted no connection within {self._connect_timeout:g} s"
+                    if connecting
+                    else f"did not answer {what} within {self._timeout:g} s"
+                )
+                raise RemoteTimeout(
+                    f"remote {self._url} {stall} (timed out)", url=self._url
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if reused and not fresh:
@@ -101,10 +126,10 @@ class DirectGets:
                 return self._idle.get_nowait(), True
         if self._context is not None:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=self._context
+                self._host, self._port, timeout=self._connect_timeout, context=self._context
             )
         else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
         return conn, False
 
     def close(self) -> None:
@@ -115,13 +140,19 @@ class DirectGets:
                 return
 
 
-def _read_into(response: http.client.HTTPResponse, failure: str, url: str) -> Iterator[memoryview]:
+def _read_into(
+    response: http.client.HTTPResponse, failure: str, url: str, timeout: float
+) -> Iterator[memoryview]:
     """The body in pieces of one reused buffer; a connection failing mid-body (including a
-    body shorter than announced) raises ``RemoteUnavailable``."""
+    body shorter than announced) raises ``RemoteUnavailable``, one stalling ``RemoteTimeout``."""
     buffer = memoryview(bytearray(_CHUNK))
     while True:
         try:
             count = response.readinto(buffer)
+        except TimeoutError:
+            raise RemoteTimeout(
+                f"{failure}: no data for {timeout:g} s (timed out)", url=url
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise RemoteUnavailable(f"{failure}: {type(exc).__name__}", url=url) from None
         if not count:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import hashlib
 import netrc
 import os
 import uuid
@@ -34,7 +35,10 @@ from buildprint.store.remote import (
     RemoteEntry,
     RemoteError,
     RemoteMissing,
+    RemoteTimeout,
+    RemoteTimeouts,
     RemoteUnavailable,
+    UploadIntegrityError,
     check_digest,
     write_verified,
 )
@@ -45,6 +49,7 @@ __all__ = ["HttpRemote"]
 _CHUNK = 1 << 20
 #: Answers meaning "this server has no MOVE": fall back to a conditional PUT.
 _NO_MOVE = {405, 501}
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class HttpRemote:
@@ -52,7 +57,8 @@ class HttpRemote:
 
     Auth, first match wins: ``BUILDPRINT_REMOTE_TOKEN`` (bearer), user and password in the
     URL, ``BUILDPRINT_REMOTE_USER``/``BUILDPRINT_REMOTE_PASSWORD``, then netrc (``NETRC`` or
-    ``~/.netrc``). One pooled client is shared by all threads.
+    ``~/.netrc``). One pooled client is shared by all threads. ``timeouts`` bound how long
+    a stalled server can hold a request (``RemoteTimeout``).
     """
 
     def __init__(
@@ -60,9 +66,10 @@ class HttpRemote:
         url: str,
         *,
         writable: bool,
-        timeout: float = 60.0,
+        timeouts: RemoteTimeouts | None = None,
         max_connections: int = 64,
     ) -> None:
+        timeouts = timeouts or RemoteTimeouts()
         parts = urlsplit(url)
         host = parts.hostname or ""
         netloc = host if parts.port is None else f"{host}:{parts.port}"
@@ -74,7 +81,7 @@ class HttpRemote:
         authorization = _authorization(parts.username, parts.password, host)
         self._client = httpx.Client(
             auth=_HeaderAuth(authorization) if authorization is not None else None,
-            timeout=httpx.Timeout(timeout, connect=5.0),
+            timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -89,8 +96,10 @@ class HttpRemote:
             host,
             parts.port,
             headers={"Authorization": authorization} if authorization is not None else None,
-            timeout=timeout,
+            timeout=timeouts.read,
+            connect_timeout=timeouts.connect,
         )
+        self._timeouts = timeouts
 
     @property
     def url(self) -> str:
@@ -114,6 +123,17 @@ class HttpRemote:
     def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         try:
             response = self._client.request(method, f"{self._base}/{path}", **kwargs)  # type: ignore[arg-type]
+        except httpx.TimeoutException as exc:
+            limit = (
+                self._timeouts.connect
+                if isinstance(exc, httpx.ConnectTimeout)
+                else self._timeouts.read
+            )
+            raise RemoteTimeout(
+                f"remote {self._url} did not answer {method} {path} within {limit:g} s "
+                f"({type(exc).__name__})",
+                url=self._url,
+            ) from None
         except httpx.TransportError as exc:
             raise RemoteUnavailable(
                 f"remote {self._url} unreachable: {type(exc).__name__}: {exc}", url=self._url
@@ -238,10 +258,16 @@ class HttpRemote:
         if self.has_blob(sha256):
             return
         size = path.stat().st_size
+        if size == 0 and sha256 != _EMPTY_SHA256:
+            # No last piece to hold back (see _verified_chunks): refuse before sending.
+            raise UploadIntegrityError(
+                f"local blob {sha256} is empty: corrupt, not uploaded to {self._url}",
+                url=self._url,
+            )
         response = self._request(
             "PUT",
             key,
-            content=_read_chunks(path),
+            content=_verified_chunks(path, sha256, self._url),
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
         )
         if response.status_code not in {200, 201, 204}:
@@ -300,10 +326,25 @@ def _http_date(value: str | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _read_chunks(path: Path) -> Iterator[bytes]:
+def _verified_chunks(path: Path, sha256: str, url: str) -> Iterator[bytes]:
+    """The file's bytes, hashed as they go; the last piece is held back until the whole file
+    is known to hash to ``sha256``. On a mismatch it is never sent: the server gets fewer
+    bytes than ``Content-Length`` announced and stores nothing (nginx drops the body)."""
+    hasher = hashlib.sha256()
+    held = b""
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
-            yield chunk
+            hasher.update(chunk)
+            if held:
+                yield held
+            held = chunk
+    got = hasher.hexdigest()
+    if got != sha256:
+        raise UploadIntegrityError(
+            f"local blob {sha256} hashes to {got}: corrupt, not uploaded to {url}", url=url
+        )
+    if held:
+        yield held
 
 
 class _HeaderAuth(httpx.Auth):

@@ -134,6 +134,75 @@ class RecordIndex:
 
         self._run(action)
 
+    def check(self, records: Mapping[str, ActionRecord]) -> list[str]:
+        """Problems of the index file against ``records`` (the valid records on disk, by
+        signature), changing nothing: a damaged file, rows for records that are gone or
+        broken, rows that say something else than their record. Records without a row are
+        not problems (a writer killed before indexing; the next use adds them). A missing
+        index is not a problem either: it is made again when first used."""
+        if not self.path.exists():
+            return []
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            return [f"{self.path}: damaged index: {exc}"]
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            verdict = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if verdict != ["ok"]:
+                return [f"{self.path}: damaged index: {'; '.join(map(str, verdict[:3]))}"]
+            rows = conn.execute(
+                "SELECT signature, name, version, created, components FROM records"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [f"{self.path}: damaged index: {exc}"]
+        finally:
+            conn.close()
+        problems = []
+        for signature, name, version, created, components in rows:
+            record = records.get(signature)
+            if record is None:
+                problems.append(
+                    f"{self.path}: broken index entry {signature}: its record is gone or broken"
+                )
+                continue
+            try:
+                listed = json.loads(components)
+            except (TypeError, ValueError):
+                listed = None
+            if (name, version, created, listed) != (
+                canonicalize_name(record.name),
+                record.version,
+                record.created,
+                record.component_digests(),
+            ):
+                problems.append(
+                    f"{self.path}: broken index entry {signature}: it does not match its record"
+                )
+        return problems
+
+    def resync(self) -> None:
+        """Set every row from the record files again (rows of records gone or broken are
+        dropped; a damaged file is rebuilt): what ``gc`` does after ``check`` found
+        problems."""
+
+        def action() -> None:
+            conn = self._connection()
+            on_disk = set(self._signatures())
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                indexed = {row[0] for row in conn.execute("SELECT signature FROM records")}
+                for signature in indexed - on_disk:
+                    conn.execute("DELETE FROM records WHERE signature = ?", (signature,))
+                for signature in sorted(on_disk):
+                    self._upsert_from_file(conn, signature)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        self._run(action)
+
     # -- connections -------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:

@@ -7,14 +7,23 @@ import functools
 import hashlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from buildprint.errors import StoreError
-from buildprint.fsio import can_sync_filesystem, fsync_dir, fsync_file, sync_filesystem
+from buildprint.errors import CorruptBlob, StoreError
+from buildprint.fsio import (
+    can_sync_filesystem,
+    copy_hashing,
+    fsync_dir,
+    fsync_file,
+    sync_filesystem,
+)
 from buildprint.store import maintenance
 from buildprint.store.index import IndexEntry, RecordIndex
 from buildprint.store.record import ActionRecord, is_digest
@@ -64,6 +73,7 @@ class LocalStore:
         self.cas_dir = self.root / "cas"
         self.ac_dir = self.root / "ac"
         self.tmp_dir = self.root / "tmp"
+        self.quarantine_dir = self.root / "quarantine"
         self.index_path = self.root / "index.sqlite"
         try:
             for folder in (self.cas_dir, self.ac_dir, self.tmp_dir):
@@ -82,6 +92,9 @@ class LocalStore:
         if flush_in_batches is None:
             flush_in_batches = can_sync_filesystem() and self._on_one_filesystem()
         self._flush_in_batches = flush_in_batches
+        #: Signatures whose broken entry was warned about already (one warning each).
+        self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
 
     def _on_one_filesystem(self) -> bool:
         folders = (self.cas_dir, self.ac_dir, self.tmp_dir)
@@ -141,13 +154,20 @@ class LocalStore:
 
     def _commit_blob(self, tmp: Path, digest: str) -> None:
         dest = self._blob_file(digest)
-        if dest.exists():
+        held = _holds(dest, digest, tmp.stat().st_size)
+        if held:
             # Already stored: keep the existing bytes and refresh its age so a concurrent
             # gc with a grace period does not take it while a record is being written.
             tmp.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 os.utime(dest)
             return
+        if held is not None:
+            # Damaged (other bytes under this name): out of the way, then these take its place.
+            moved = self._quarantine(dest)
+            log.warning(
+                "blob %s in the store was damaged; moved to %s and stored again", digest, moved
+            )
         dest.parent.mkdir(exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
@@ -181,6 +201,60 @@ class LocalStore:
     def put_blob_bytes(self, data: bytes) -> str:
         """Store ``data`` in the CAS; return its digest."""
         return self._write_blob([data])
+
+    def copy_blob(self, digest: str, dest: Path, *, size: int | None = None) -> str:
+        """Write the blob's bytes to ``dest`` (created or truncated), checking them while
+        copying (one pass); return the digest, which is then ``digest``.
+
+        A blob that is missing, or whose bytes do not hash to its name (or are not ``size``
+        long, when given) raises ``CorruptBlob``: ``dest`` is removed and a damaged blob is
+        moved (renamed) to ``quarantine/<digest>.<time>``, so the store no longer serves it
+        and a later ``put_blob`` or fetch stores it again.
+        """
+        blob = self._blob_file(digest)
+        try:
+            source = open(blob, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise CorruptBlob(digest, "is missing from the store", file=blob) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {digest}: {exc.strerror}", file=blob) from None
+        with source:
+            try:
+                with open(dest, "wb") as out:
+                    got, length = copy_hashing(source, out)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+            if got == digest and (size is None or length == size):
+                return got
+            dest.unlink(missing_ok=True)
+            if size is not None and length != size:
+                problem = f"is truncated or padded: {length} bytes, expected {size}"
+            else:
+                problem = f"is corrupt: its {length} bytes hash to {got}"
+            moved = self._quarantine(blob, os.fstat(source.fileno()).st_ino)
+        where = f"; moved to {moved}" if moved else ""
+        raise CorruptBlob(digest, problem + where, file=blob)
+
+    def _quarantine(self, blob: Path, inode: int | None = None) -> Path | None:
+        """Move a damaged blob out of the CAS to ``quarantine/<digest>.<time>`` (one rename);
+        where it went, or None if it was gone (or, given ``inode``, already replaced by
+        another file: a concurrent repair is left alone)."""
+        target = self.quarantine_dir / f"{blob.name}.{time.time_ns()}"
+        try:
+            if inode is not None and blob.stat().st_ino != inode:
+                return None
+            try:
+                os.rename(blob, target)
+            except FileNotFoundError:
+                if not blob.exists():
+                    return None
+                self.quarantine_dir.mkdir(exist_ok=True)
+                os.rename(blob, target)
+        except FileNotFoundError:
+            return None
+        fsync_dir(blob.parent)
+        return target
 
     def blob_path(self, digest: str) -> Path | None:
         """Path of the stored blob, or None if absent. Read it only; never modify it."""
@@ -334,44 +408,66 @@ class LocalStore:
         """Read and check one record: (record, None), (None, problem) or (None, None) if absent.
 
         The check is ``get_record``'s (valid, its own signature, every blob there with its
-        size), without logging: ``verify`` and ``gc`` report or act on the problem instead.
+        size), without logging or repairing: ``verify`` and ``gc`` report or act on the
+        problem instead.
         """
+        record, problem, _short = self._read(signature)
+        return record, problem
+
+    def _read(self, signature: str) -> tuple[ActionRecord | None, str | None, str | None]:
+        """``read_record``, and the digest of a blob whose size is not the record's."""
         path = self.record_path(signature)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return None, None
+            return None, None, None
         except OSError as exc:
-            return None, f"{path}: unreadable record: {exc.strerror}"
+            return None, f"{path}: unreadable record: {exc.strerror}", None
         try:
             record = ActionRecord.from_bytes(data)
         except StoreError as exc:
-            return None, f"{path}: corrupt record: {exc.message}"
+            return None, f"{path}: corrupt record: {exc.message}", None
         if record.signature != signature:
-            return None, f"{path}: record is for signature {record.signature}"
+            return None, f"{path}: corrupt record: it is for signature {record.signature}", None
         for artifact in record.artifacts:
             blob = self._blob_file(artifact.sha256)
+            what = (
+                f"{path}: {record.name} {record.version}: "
+                f"blob {artifact.sha256} ({artifact.filename})"
+            )
             try:
                 size = blob.stat().st_size
             except FileNotFoundError:
-                return None, f"{path}: blob {artifact.sha256} ({artifact.filename}) is missing"
+                return None, f"{what} is missing", None
             if size != artifact.size:
-                return None, (
-                    f"{path}: blob {artifact.sha256} ({artifact.filename}) has {size} bytes, "
-                    f"record says {artifact.size}"
-                )
-        return record, None
+                problem = f"{what} has {size} bytes, record says {artifact.size}"
+                return None, problem, artifact.sha256
+        return record, None, None
 
     def get_record(self, signature: str) -> ActionRecord | None:
         """The valid record for ``signature``, or None.
 
         A corrupt record or one whose blobs are gone is reported with ``logging.warning``
-        and treated as absent; blobs are checked by stat (presence and size), not rehashed.
+        (once per signature and store object) and treated as absent; blobs are checked by
+        stat (presence and size), not rehashed. A blob whose size is not the record's
+        (truncated) is moved to ``quarantine/`` unless its bytes do match its name (the
+        record is the broken part then), so it is stored again by the next build or fetch.
         """
-        record, problem = self.read_record(signature)
-        if problem is not None:
+        record, problem, short = self._read(signature)
+        if problem is None:
+            return record
+        if short is not None:
+            blob = self._blob_file(short)
+            if _holds(blob, short, _size(blob)) is False:
+                moved = self._quarantine(blob)
+                if moved is not None:
+                    problem += f"; moved to {moved}"
+        with self._warned_lock:
+            first = signature not in self._warned
+            self._warned.add(signature)
+        if first:
             log.warning("ignoring store entry: %s", problem)
-        return record
+        return None
 
     def get_records(self, signatures: Iterable[str]) -> dict[str, ActionRecord]:
         """Valid records for the given signatures, keyed by signature (absent ones left out)."""
@@ -424,14 +520,58 @@ class LocalStore:
 
     def verify(self) -> list[str]:
         """Rehash everything; return problems, empty when the store is sound
-        (``maintenance.verify``: damaged blobs and records, stray temp files)."""
+        (``maintenance.verify``: corrupt, truncated and missing blobs, broken records and
+        index entries, stray temp files and orphaned temp folders). Nothing changes."""
         return maintenance.verify(self)
 
-    def gc(self, keep: set[str], *, grace_seconds: float = 0.0) -> int:
+    def gc(
+        self,
+        keep: AbstractSet[str],
+        *,
+        grace_seconds: float = 0.0,
+        unused_seconds: float = maintenance.UNUSED_SECONDS,
+        keep_commits: AbstractSet[str] | None = None,
+    ) -> int:
         """Drop records not in ``keep``, blobs no kept record uses (unless younger than
-        ``grace_seconds``) and abandoned temp files; return how many files went
-        (``maintenance.gc``)."""
-        return maintenance.gc(self, keep, grace_seconds=grace_seconds)
+        ``grace_seconds``), damaged blobs (quarantined), abandoned temp files and folders,
+        stale locks, unused build environments and git checkouts; return how many files and
+        folders went (``maintenance.gc``)."""
+        return maintenance.gc(
+            self,
+            keep,
+            grace_seconds=grace_seconds,
+            unused_seconds=unused_seconds,
+            keep_commits=keep_commits,
+        )
+
+
+def _hash_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _holds(path: Path, digest: str, size: int) -> bool | None:
+    """Whether the blob file at ``path`` holds exactly the bytes named ``digest`` (``size``
+    of them), None if there is no such file: a stat, and a rehash only when the size is
+    right (so a put of a new wheel, the usual case, reads nothing)."""
+    try:
+        if path.stat().st_size != size:
+            return False
+        return _hash_file(path) == digest
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
 
 
 def _record_file_in(ac_dir: Path, signature: str) -> Path:

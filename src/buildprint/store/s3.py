@@ -15,6 +15,7 @@ Where a proxy is configured for the endpoint, they stay with boto3, which honour
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import threading
@@ -38,7 +39,10 @@ from buildprint.store.remote import (
     RemoteEntry,
     RemoteError,
     RemoteMissing,
+    RemoteTimeout,
+    RemoteTimeouts,
     RemoteUnavailable,
+    UploadIntegrityError,
     check_digest,
     write_verified,
 )
@@ -55,7 +59,10 @@ _NETWORK_ERRORS = (
     botocore.exceptions.ReadTimeoutError,
     botocore.exceptions.ProxyConnectionError,
 )
+_TIMEOUTS = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError)
 _CONDITIONAL_RETRIES = 3
+#: Attempts per boto3 request, the first included: a stall costs at most this many timeouts.
+_ATTEMPTS = 2
 #: Presigned GET URLs are made just before use; this only bounds a stalled request.
 _PRESIGN_SECONDS = 600
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -66,9 +73,18 @@ class S3Remote:
 
     The endpoint comes from ``BUILDPRINT_S3_ENDPOINT`` or ``AWS_ENDPOINT_URL`` (none: AWS);
     credentials and region the usual boto3 way (environment, profile, instance role).
+    ``timeouts`` bound each attempt of a request (boto3 makes at most two).
     """
 
-    def __init__(self, url: str, *, writable: bool, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        writable: bool,
+        timeouts: RemoteTimeouts | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        self._timeouts = timeouts = timeouts or RemoteTimeouts()
         parts = urlsplit(url)
         if not parts.hostname:
             raise InputError(f"remote URL {redact_url(url)!r} names no bucket")
@@ -84,10 +100,10 @@ class S3Remote:
         region = session.region_name or ("us-east-1" if endpoint else None)
         config = botocore.config.Config(
             max_pool_connections=max_connections,
-            connect_timeout=5,
-            read_timeout=60,
+            connect_timeout=timeouts.connect,
+            read_timeout=timeouts.read,
             # Few retries: a cache that is down should be reported quickly, not waited for.
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"total_max_attempts": _ATTEMPTS, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint else None,
         )
         self._client: Any = session.client(
@@ -120,6 +136,14 @@ class S3Remote:
 
     def _translate(self, exc: Exception, what: str) -> RemoteError:
         """Map boto errors to ours; the message names the operation, never credentials."""
+        if isinstance(exc, _TIMEOUTS):
+            connect = isinstance(exc, botocore.exceptions.ConnectTimeoutError)
+            limit = self._timeouts.connect if connect else self._timeouts.read
+            return RemoteTimeout(
+                f"remote {self._url} did not answer {what} within {limit:g} s "
+                f"({type(exc).__name__})",
+                url=self._url,
+            )
         if isinstance(exc, _NETWORK_ERRORS):
             return RemoteUnavailable(
                 f"remote {self._url} unreachable during {what}: {type(exc).__name__}",
@@ -304,7 +328,8 @@ class S3Remote:
                     signed.scheme,
                     signed.hostname or "",
                     signed.port,
-                    timeout=60,
+                    timeout=self._timeouts.read,
+                    connect_timeout=self._timeouts.connect,
                     cafile=os.environ.get("AWS_CA_BUNDLE"),
                 )
             return gets
@@ -315,6 +340,13 @@ class S3Remote:
         what = f"PUT blob {sha256}"
         if self._exists(key, what):
             return
+        # boto3 reads the file itself (in parts, maybe out of order): check it whole first.
+        got = _file_sha256(path)
+        if got != sha256:
+            raise UploadIntegrityError(
+                f"local blob {sha256} hashes to {got}: corrupt, not uploaded to {self._url}",
+                url=self._url,
+            )
         try:
             self._client.upload_file(str(path), self._bucket, key, Config=_TRANSFER)
         except boto3.exceptions.S3UploadFailedError as exc:
@@ -325,6 +357,14 @@ class S3Remote:
     def _require_writable(self) -> None:
         if not self._writable:
             raise RemoteError(f"remote {self._url} is read-only (write = false)", url=self._url)
+
+
+def _file_sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _iter_body(body: Any) -> Iterator[bytes]:

@@ -16,7 +16,8 @@ _DAV_EXT = Path("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so")
 
 @dataclass
 class NginxDav:
-    """A running nginx: ``/open/`` needs no auth, ``/basic/`` basic auth, ``/bearer/`` a token.
+    """A running nginx: ``/open/`` needs no auth, ``/basic/`` basic auth, ``/bearer/`` a token;
+    ``/readonly/`` serves reads and answers 401 to every write (PUT, MOVE, DELETE).
 
     ``data`` is the document root, so tests can tamper with stored objects directly.
     """
@@ -40,7 +41,7 @@ def start_nginx(root: Path, *, user: str, password: str, token: str) -> NginxDav
     nginx = require_binary("nginx", _HINT)
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
-    for sub in ("data/open", "data/basic", "data/bearer", "body", "tmp"):
+    for sub in ("data/open", "data/basic", "data/bearer", "data/readonly", "body", "tmp"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     # {PLAIN} is an nginx htpasswd scheme: no hashing tool needed for a throwaway server.
     (root / "htpasswd").write_text(f"{user}:{{PLAIN}}{password}\n")
@@ -83,6 +84,9 @@ http {{
         }}
         location /bearer/ {{
             if ($http_authorization != "Bearer {token}") {{ return 401; }}
+        }}
+        location /readonly/ {{
+            if ($request_method !~ ^(GET|HEAD|PROPFIND|OPTIONS)$) {{ return 401; }}
         }}
     }}
 }}
