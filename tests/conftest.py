@@ -18,13 +18,18 @@ import pytest
 from buildprint.signature.canonical import digest_bytes
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
+from tests.support.bootstrap import bootstrap_sdists
 from tests.support.servers._proc import ServerError
 from tests.support.servers.nginx import NginxDav, start_nginx
 from tests.support.servers.pypi import PypiServer, start_pypiserver
 from tests.support.servers.radosgw import RadosGateway, start_radosgw
 from tests.support.wheels import backend_wheels, wheel_paths_for
 
-__all__ = ["backend_wheels", "wheel_paths_for"]  # fixtures shared by every layer's tests
+__all__ = [
+    "backend_wheels",
+    "bootstrap_sdists",
+    "wheel_paths_for",
+]  # fixtures shared by every layer's tests
 
 #: Credentials of the throwaway servers. Unique per session so a secret-canary test can search
 #: logs and messages for them without false hits.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,13 +28,13 @@ from buildprint.builder.preparer import Preparer
 from buildprint.builder.scheduler import Builder, Progress
 from buildprint.builder.wheel import read_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
-from buildprint.errors import InputError
+from buildprint.errors import BuildFailed, InputError
 from buildprint.fsio import process_temp_dir, release_process_temp_dir
 from buildprint.inputs.archive import ArchiveLimits
 from buildprint.inputs.toolchain import interpreter_identity
 from buildprint.options import Options
 from buildprint.plan.decision import Decision, PlanEntry
-from buildprint.plan.graph import PackageNode, load_graph
+from buildprint.plan.graph import GraphLoader, PackageNode
 from buildprint.plan.inputs import InputCollector
 from buildprint.plan.planner import Explanation, Planner
 from buildprint.plan.snapshot import (
@@ -43,7 +44,16 @@ from buildprint.plan.snapshot import (
     settle_snapshot,
     snapshot_key,
 )
-from buildprint.project.project import Project, is_pinned, parse_requirement, read_requirements
+from buildprint.project.project import (
+    Project,
+    apply_constraints,
+    combine_requirements,
+    constraints_allow,
+    is_pinned,
+    parse_requirement,
+    read_constraints,
+    read_requirements,
+)
 from buildprint.resolve.closure import with_dependencies
 from buildprint.resolve.index import PackageIndex, location_problem
 from buildprint.resolve.lockfile import (
@@ -53,11 +63,13 @@ from buildprint.resolve.lockfile import (
     load_lock,
     save_lock,
 )
+from buildprint.resolve.markers import marker_environment
 from buildprint.resolve.sources import SourceResolver
 from buildprint.signature.diff import Change, diff
 from buildprint.signature.manifest import Manifest
+from buildprint.store.index import MIN_ABBREVIATION, reads_as_signature
 from buildprint.store.local import LocalStore
-from buildprint.store.maintenance import UNUSED_SECONDS
+from buildprint.store.maintenance import UNUSED_SECONDS, GcReport, collect_garbage, mark_used
 from buildprint.store.memo import Memo
 from buildprint.store.record import ActionRecord
 
@@ -102,10 +114,16 @@ class Engine:
         for url in self.options.remotes:  # before anything, the plan snapshot included
             check_remote_url(url)
         self._requirement_files: list[Path] = []
+        self._constraints: list[Requirement] = []  # -c lines and files, as read
         self._inspected: list[RemoteCache] = []  # opened to list or verify remotes
         self._ranged: list[str] = []  # requirements whose version an index chose
         #: How the last :meth:`plan_entries` used the plan snapshot.
         self.snapshot_note = ""
+        #: Build tools built (or reused) while locking their dependents, by name: the build
+        #: that follows counts them as done.
+        self._early: dict[str, Outcome] = {}
+        self._jobs: int = 1
+        self._progress: Progress | None = None
 
     # -- the parts, opened when first used ---------------------------------------------------
 
@@ -167,10 +185,22 @@ class Engine:
             problem = location_problem(link, kind="find-links")
             if problem is not None:
                 raise InputError(f"--find-links: {problem}")
+        extra = [_project_path(root, u) or u for u in settings.extra_index_url]
+        for url, written in zip(extra, settings.extra_index_url, strict=True):
+            problem = location_problem(url, kind="extra-index-url", written=written)
+            if problem is not None:
+                raise self.project.setting_error(
+                    ("project", "extra-index-url"), problem, value=written
+                )
+        for url in self.options.extra_index_urls:
+            problem = location_problem(url, kind="extra-index-url")
+            if problem is not None:
+                raise InputError(f"--extra-index-url: {problem}")
         where = self.project.setting_error(("project", "index-url"), "") if from_settings else None
         return PackageIndex(
             index_url,
             [*find_links, *self.options.find_links],
+            extra_index_urls=[*extra, *self.options.extra_index_urls],
             cache_dir=self.store_dir / "downloads",
             settings_file=where.file if where else None,
             settings_line=where.line if where else None,
@@ -303,6 +333,8 @@ class Engine:
             self.index.close()
         if "store" in opened:
             self.store.close()
+        if "_tools_folder" in opened:
+            shutil.rmtree(opened["_tools_folder"], ignore_errors=True)
         if "preparer" in opened:
             if "environments" in self.preparer.__dict__:
                 self.preparer.environments.close()
@@ -317,24 +349,39 @@ class Engine:
     # -- the graph ---------------------------------------------------------------------------
 
     def requirements(self) -> list[Requirement]:
-        """What to build: the options' requirements and files, else the project's file."""
+        """What to build: the options' requirements and files, else the project's file; as
+        pip reads them (``project.combine_requirements``): markers evaluated for the build
+        interpreter, a package required twice merged, the constraints (``-c``) applied."""
         files = self._requirement_files
         files.clear()
-        found = [parse_requirement(r) for r in self.options.requirements]
+        constraints: list[Requirement] = []
+        found: list[Requirement] = [parse_requirement(r) for r in self.options.requirements]
         for file in self.options.requirement_files:
-            found.extend(read_requirements(file, files))
+            found.extend(read_requirements(file, files, constraints))
         if not found:
             file = self.project.root / self.project.settings.project.requirements
             files.append(file)  # checked even when absent: creating it changes the plan
             if file.exists():
-                found = read_requirements(file, files)
+                found = read_requirements(file, files, constraints)
         if not found:
             raise InputError(
                 "nothing to build: give requirements, -r FILE, or a requirements file "
                 f"({self.project.settings.project.requirements})",
                 file=self.project.root,
             )
-        return found
+        for file in self.options.constraint_files:
+            read_constraints(file, files, constraints)
+        self._constraints = constraints
+        combined = combine_requirements(
+            found, constraints, lambda: marker_environment(self._working_python())
+        )
+        if not combined:
+            raise InputError(
+                "nothing to build: the environment marker of every requirement is false for "
+                f"the build interpreter ({self.python})",
+                file=self.project.root,
+            )
+        return combined
 
     def graph(self, *, upgrade: bool = False) -> list[PackageNode]:
         """The package graph in dependency order; packages not locked yet (with ``upgrade``,
@@ -355,31 +402,51 @@ class Engine:
         folder.mkdir(parents=True, exist_ok=True)
         return FileLock(str(folder / "buildprint.lock.lock"))
 
+    @property
+    def from_source(self) -> bool:
+        """Whether the whole closure is built from sdists (``--from-source`` or the setting)."""
+        return self.options.from_source or self.project.settings.project.from_source
+
     def _graph(self, requirements: list[Requirement]) -> list[PackageNode]:
-        lock, preparer, with_deps = self.lock_data, self.preparer, self.options.with_deps
-        preparer.built_names = {canonicalize_name(r.name) for r in requirements}
-        preparer.read_install_requirements = with_deps
+        lock, from_source = self.lock_data, self.from_source
+        with_deps = self.options.with_deps or from_source
         before = (dict(lock.packages), dict(lock.dependencies))
+        environment = marker_environment(self._working_python())
+        loader = GraphLoader(
+            self.project,
+            self.resolver,
+            lock,
+            self.preparer.lock,
+            install_requirements=with_deps,
+            from_source=from_source,
+            build_now=self._build_now,
+            prebuilt=self.preparer.prebuilt,
+            environment=environment,
+        )
 
         def load(wanted: list[Requirement], new: set[str]) -> list[PackageNode]:
-            preparer.built_names |= new
-            return load_graph(
-                self.project,
-                self.resolver,
-                lock,
-                wanted,
-                preparer.lock,
-                install_requirements=with_deps,
+            # Constraints narrow the install dependencies --with-deps adds, as pip's do.
+            return loader.load(
+                apply_constraints(
+                    wanted, self._constraints, environment, via="an install dependency"
+                )
             )
 
+        # A --hash mismatch is found before anything is locked (nothing is written).
+        self.resolver.check_hashes(requirements, self.project)
         try:
             with kept_lock_logs_on_cycle(self.store_dir / "logs"):
                 nodes = load(requirements, set())
         except InputError as exc:  # a cycle: say which requirement of which package makes it
             raise explain_cycle(exc, lock, self.project.describe_source) from None
-        if with_deps:
+        if with_deps:  # a version locked before a constraint excluded it is chosen anew
+            lock.dependencies = {
+                name: version
+                for name, version in lock.dependencies.items()
+                if constraints_allow(self._constraints, name, version, environment)
+            }
             requirements, nodes = with_dependencies(
-                requirements, nodes, lock, load, origin=self.project.root
+                requirements, nodes, lock, load, origin=self.project.root, environment=environment
             )
         self._ranged = [
             canonicalize_name(r.name)
@@ -444,14 +511,34 @@ class Engine:
     def build(self, jobs: int = 1, progress: Progress | None = None) -> list[Outcome]:
         """Build what changed with ``jobs`` workers; reuse or fetch the rest. A failed build
         fails its dependents, not the run: see each :class:`Outcome`."""
+        self._jobs, self._progress = jobs, progress
         cache = self.remote_cache
-        fetched: set[str] = set()
         if cache is not None:
             # What the plan already finds on a remote is fetched up front, all at once
             # (concurrent downloads, batched writes), instead of one package per worker.
             wanted = [d.record for d in self.plan() if d.action == "fetch" and d.record]
             fetched = {record.signature for record in cache.fetch_many(wanted)}
-        builder = Builder(
+            self.builder.fetched = self.builder.fetched | fetched
+        nodes = self.graph()
+        outcomes = self.builder.run(nodes, jobs, progress, done=self._early)
+        placed = {
+            o.decision.node.name: o.record
+            for o in outcomes
+            if o.record is not None and o.done != "failed"
+        }
+        mark_used(self.store, [record.signature for record in placed.values()])  # for gc
+        if self.project.settings.project.wheelhouse_keep == "current":
+            # The run's packages' other versions and build tags: superseded (docs/store.md).
+            self.wheelhouse.prune(
+                {name: {a.filename for a in r.artifacts} for name, r in placed.items()}
+            )
+        return outcomes
+
+    @cached_property
+    def builder(self) -> Builder:
+        """The run's builder (one for the build tools built while locking and the rest)."""
+        cache = self.remote_cache
+        return Builder(
             self.planner,
             self.preparer,
             self.store,
@@ -459,9 +546,37 @@ class Engine:
             self.preparer.logs,
             fetch=cache.fetch if cache else None,
             push=cache.push if cache and any(r.writable for r in cache.remotes) else None,
-            fetched=fetched,
         )
-        return builder.run(self.graph(), jobs, progress)
+
+    def _build_now(self, nodes: Sequence[PackageNode]) -> dict[str, list[tuple[Path, str]]]:
+        """Build (or reuse, or fetch) graph packages a package's lock needs installed, now;
+        their wheels by name, copied out of the store (checked) into this run's folder."""
+        outcomes = self.builder.run(nodes, self._jobs, self._progress, done=self._early)
+        found: dict[str, list[tuple[Path, str]]] = {}
+        for outcome in outcomes:
+            node = outcome.decision.node
+            if outcome.record is None:
+                raise BuildFailed(
+                    f"build requirement {node.name} {node.version} was not built: "
+                    f"{outcome.error or outcome.done}"
+                )
+            self._early[node.name] = outcome
+            found[node.name] = [
+                (self._tool_wheel(a.filename, a.sha256, a.size), a.sha256)
+                for a in outcome.record.artifacts
+            ]
+        return found
+
+    def _tool_wheel(self, filename: str, sha256: str, size: int) -> Path:
+        """A stored wheel as a file of this run's own, for build environments to install."""
+        folder = self.__dict__.get("_tools_folder")
+        if folder is None:
+            folder = self.__dict__["_tools_folder"] = self.preparer.work_folder("tools")
+        target = folder / sha256[:16] / filename
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.store.copy_blob(sha256, target, size=size)
+        return target
 
     # -- explaining --------------------------------------------------------------------------
 
@@ -479,23 +594,46 @@ class Engine:
         name = canonicalize_name(name)
         for decision in self.plan():
             if decision.node.name == name:
-                if decision.manifest is None:
+                if decision.manifest is None and decision.pending_on:
                     raise InputError(
                         f"{name} depends on {', '.join(decision.pending_on)}, not built yet: "
                         "its signature is not known"
                     )
+                if decision.manifest is None:  # its build requirements cannot be locked
+                    raise InputError(f"{name}: its signature is not known: {decision.reason}")
                 return decision.manifest
         raise InputError(f"{name} is not among the requirements", file=self.project.root)
 
     def show(self, what: str) -> Manifest:
-        """The manifest of a wheel file, a manifest file, a signature in the store, or a
-        package of the project (as it would be built now)."""
+        """The manifest of a wheel file, a manifest file, a signature in the store (or a
+        unique prefix of one, 4 or more hex digits), or a package of the project (as it would
+        be built now; a requirement's name wins over hex digits that spell it)."""
         if what.endswith(".whl") or _SIGNATURE.fullmatch(what) or Path(what).is_file():
+            return self.load_manifest(what)
+        if reads_as_signature(what) and not self._is_requirement(what):
             return self.load_manifest(what)
         return self.manifest_of(what)
 
+    def _is_requirement(self, name: str) -> bool:
+        try:
+            wanted = {canonicalize_name(r.name) for r in self.requirements()}
+        except InputError:  # no requirements (or none readable): not a package name, then
+            return False
+        return canonicalize_name(name) in wanted
+
+    def resolve_signature(self, abbreviation: str) -> str:
+        """The full signature of the stored build that ``abbreviation`` starts (at least 4
+        hex digits, as git takes short hashes); bad input when none or several do."""
+        if not self.store_dir.is_dir():  # nothing stored: do not create a store to say so
+            raise InputError(
+                f"no stored build has a signature starting with {abbreviation.lower()}",
+                file=self.store_dir,
+            )
+        return self.store.resolve_signature(abbreviation)
+
     def load_manifest(self, what: str) -> Manifest:
-        """A manifest from a wheel, a manifest file, or a signature in the store."""
+        """A manifest from a wheel, a manifest file, or a signature in the store (or an
+        abbreviation of one: :meth:`resolve_signature`)."""
         path = Path(what)
         if path.suffix == ".whl":
             if not path.is_file():
@@ -512,7 +650,12 @@ class Engine:
                 if record is not None:
                     return Manifest.from_json(record.manifest, source=f"store:{what}")
             raise InputError(f"signature {what} is not in the store", file=self.store_dir)
-        raise InputError(f"{what!r} is neither a wheel, a manifest file nor a signature")
+        if reads_as_signature(what):
+            return self.load_manifest(self.resolve_signature(what))
+        raise InputError(
+            f"{what!r} is neither a wheel, a manifest file nor a signature (or an abbreviation "
+            f"of one: {MIN_ABBREVIATION} or more hex digits)"
+        )
 
     def diff(self, a: str, b: str) -> Comparison:
         """Compare two manifests (each a signature, a wheel or a manifest file)."""
@@ -534,13 +677,37 @@ class Engine:
         *,
         grace_seconds: float = GC_GRACE_SECONDS,
         unused_seconds: float = UNUSED_SECONDS,
-    ) -> int:
-        """Collect the local store's garbage (``LocalStore.gc``: damaged blobs quarantined,
-        blobs no record refers to once older than ``grace_seconds``, temp files and folders
-        of processes gone, stale locks, build environments and git checkouts unused for
-        ``unused_seconds``); how many files and folders were removed."""
-        keep = {r.signature for r in self.store.records()}
-        return self.store.gc(keep, grace_seconds=grace_seconds, unused_seconds=unused_seconds)
+        keep_current: bool = False,
+        max_size: int | str | None = None,
+        max_age_seconds: float | None = None,
+    ) -> GcReport:
+        """Collect the local store's garbage (``maintenance.collect_garbage``: damaged blobs
+        quarantined, blobs no record refers to once older than ``grace_seconds``, temp files
+        and folders of processes gone, stale locks, build environments and git checkouts
+        unused for ``unused_seconds``); what was removed. With ``keep_current`` only the
+        records the current plan reuses are kept; ``max_age_seconds`` removes records unused
+        that long; ``max_size`` (bytes, or "10GiB") the least recently used ones while the
+        store is over it. A record stored while this runs is never removed."""
+        from buildprint.project.settings import parse_size
+
+        started = time.time()
+        try:
+            limit = None if max_size is None else parse_size(max_size)
+        except ValueError as exc:
+            raise InputError(f"--max-size: {exc}") from None
+        keep_only = None
+        if keep_current:
+            decisions = self.plan()
+            keep_only = {d.record.signature for d in decisions if d.action == "reuse" and d.record}
+        return collect_garbage(
+            self.store,
+            grace_seconds=grace_seconds,
+            unused_seconds=unused_seconds,
+            keep_only=keep_only,
+            max_age_seconds=max_age_seconds,
+            max_size=limit,
+            started=started,
+        )
 
     def push(self) -> PushReport:
         """Push every local build to the writable remotes: what landed where, and every

@@ -20,5 +20,10 @@ class Options:
     store: Path | None = None
     index_url: str | None = None
     find_links: Sequence[str] = ()
+    #: More indexes, searched with the main one (after the project's `extra-index-url`).
+    extra_index_urls: Sequence[str] = ()
+    #: Constraints files (``-c``): they narrow the versions of required packages.
+    constraint_files: Sequence[Path] = ()
     remotes: Sequence[str] = ()  # extra remote caches (read and write), tried after settings'
     with_deps: bool = False  # also build the install dependencies, resolved and locked
+    from_source: bool = False  # the whole closure from sdists, build requirements included

@@ -101,10 +101,52 @@ def other_pip_option(project: Path) -> Case:
     return Case(["requirements.txt:2", "--extra-index-url"])
 
 
-def trailing_hash_option(project: Path) -> Case:
+def hash_mismatch(project: Path) -> Case:
     text = (project / "requirements.txt").read_text().strip()
-    (project / "requirements.txt").write_text(f"{text} --hash=sha256:{'0' * 64}\n")
-    return Case(["requirements.txt:1", "--hash"])
+    (project / "requirements.txt").write_text(f"{text} \\\n    --hash=sha256:{'0' * 64}\n")
+    actual = hashlib.sha256((project / "dist" / "alpha-1.0.tar.gz").read_bytes()).hexdigest()
+    return Case(["requirements.txt:1", "--hash", f"sha256:{'0' * 64}", f"sha256:{actual}"])
+
+
+def hash_not_sha256(project: Path) -> Case:
+    _append(project / "requirements.txt", f"beta==1.0 --hash=sha512:{'0' * 128}\n")
+    return Case(["requirements.txt:2", "--hash=sha512", "sha256 digests only"])
+
+
+def required_twice_incompatibly(project: Path) -> Case:
+    _append(project / "requirements.txt", "-r more.txt\n")
+    (project / "more.txt").write_text("# pins\nalpha==2.0\n")
+    return Case(["more.txt:2", "alpha==2.0 conflicts with alpha==1.0", "requirements.txt:1"])
+
+
+def _constraints(project: Path, text: str) -> None:
+    _append(project / "requirements.txt", "-c constraints.txt\n")
+    (project / "constraints.txt").write_text(text)
+
+
+def constraint_excludes_the_pin(project: Path) -> Case:
+    _constraints(project, "alpha<1\n")
+    return Case(["constraints.txt:1", "alpha<1 conflicts with alpha==1.0", "requirements.txt:1"])
+
+
+def constraint_with_extras(project: Path) -> Case:
+    _constraints(project, "# extras\nalpha[fast]<2\n")
+    return Case(["constraints.txt:2", "constraints cannot have extras"])
+
+
+def constraint_is_a_url(project: Path) -> Case:
+    _constraints(project, f"alpha @ https://example.invalid/alpha-1.0.tar.gz#sha256={'0' * 64}\n")
+    return Case(["constraints.txt:1", "cannot be a URL"])
+
+
+def requirements_in_a_constraints_file(project: Path) -> Case:
+    _constraints(project, "-r requirements.txt\n")
+    return Case(["constraints.txt:1", "-r requirements.txt in a constraints file"])
+
+
+def constraints_file_missing(project: Path) -> Case:
+    _append(project / "requirements.txt", "--constraint nowhere.txt\n")
+    return Case(["requirements.txt:2", "-c nowhere.txt: no such file"])
 
 
 # -- the interpreter -------------------------------------------------------------------
@@ -215,6 +257,24 @@ def index_lacks_the_version(project: Path) -> Case:
 def no_version_matches(project: Path) -> Case:
     _append(project / "requirements.txt", "wheel>=999\n")
     return Case(["requirements.txt:2", "wheel>=999", "offered:"])
+
+
+def ranged_has_only_wheels(project: Path) -> Case:
+    _append(project / "requirements.txt", "wheel>=0.1\n")
+    # The index holds wheel as a wheel only, in every version.
+    return Case(["requirements.txt:2", "has an sdist", "the index has no sdist of it at all"])
+
+
+def extra_index_url_other_scheme(project: Path) -> Case:
+    line = _project_setting(project, 'extra-index-url = ["ftp://example.invalid/simple"]')
+    return Case([f"buildprint.toml:{line}", "extra-index-url", "not an index"])
+
+
+def extra_index_url_missing_folder(project: Path) -> Case:
+    line = _project_setting(
+        project, 'extra-index-url = [\n  "https://ok.example/simple",\n  "no-such-folder",\n]'
+    )
+    return Case([f"buildprint.toml:{line + 2}:", "extra-index-url 'no-such-folder'", "no such"])
 
 
 def _add_package(project: Path, name: str) -> None:
@@ -333,7 +393,14 @@ CASES: list[Callable[[Path], Case]] = [
     longer_include_cycle,
     editable_line,
     other_pip_option,
-    trailing_hash_option,
+    hash_mismatch,
+    hash_not_sha256,
+    required_twice_incompatibly,
+    constraint_excludes_the_pin,
+    constraint_with_extras,
+    constraint_is_a_url,
+    requirements_in_a_constraints_file,
+    constraints_file_missing,
     python_is_a_version,
     python_command_not_runnable,
     python_command_missing,
@@ -348,6 +415,9 @@ CASES: list[Callable[[Path], Case]] = [
     index_lacks_the_name,
     index_lacks_the_version,
     no_version_matches,
+    ranged_has_only_wheels,
+    extra_index_url_other_scheme,
+    extra_index_url_missing_folder,
     build_dependency_cycle,
     settings_for_no_requirement,
     too_big_tar,

@@ -196,11 +196,12 @@ def test_plugin_code_change_builds(project: Path) -> None:
     entries = plan(project)
     assert entries["alpha"]["action"] == "build"
     # The plugin's update_env now runs at plan time and its answer is part of the env
-    # component (issue 10, defect 9), so the variable it sets shows as changed too.
-    assert entries["alpha"]["changed"] == ["env/ALPHA_FLAVOUR", "plugin"]
+    # component (issue 10, defect 9), so the variable it sets shows as changed too. A changed
+    # plugin is reported by the hook whose code changed, not as the whole component (issue 12).
+    assert entries["alpha"]["changed"] == ["env/ALPHA_FLAVOUR", "plugin/hooks/update_env"]
     done = build(project)
     assert done["alpha"]["action"] == "built"
-    assert done["alpha"]["changed"] == ["env/ALPHA_FLAVOUR", "plugin"]
+    assert done["alpha"]["changed"] == ["env/ALPHA_FLAVOUR", "plugin/hooks/update_env"]
 
 
 def test_plugin_comment_change_is_reused(project: Path) -> None:

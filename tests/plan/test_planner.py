@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 
 from buildprint.errors import BuildFailed, InputError
 from buildprint.plan.decision import Decision
-from buildprint.plan.graph import PackageNode, load_graph
+from buildprint.plan.graph import LockContext, PackageNode, load_graph
 from buildprint.plan.inputs import InputCollector
 from buildprint.plan.planner import Planner
 from buildprint.project.project import Project
@@ -44,11 +44,14 @@ class Locker:
         source: ResolvedSource,
         patches: list[Path],
         settings: PackageSettings,
+        context: LockContext,
     ) -> LockedBuildDeps:
         self.calls.append(name)
         if name in self.failing:
             raise BuildFailed(f"{name}: backend failed\nlog tail")
-        return LockedBuildDeps(requires=self.requires.get(name, []), wheels=[])
+        # Asked for install requirements (a build tool of another package), it has none.
+        runtime: list[str] | None = [] if context.install_requirements else None
+        return LockedBuildDeps(requires=self.requires.get(name, []), wheels=[], runtime=runtime)
 
 
 class Run:
@@ -136,7 +139,13 @@ def test_graph_locks_again_when_the_source_is_patched(project: Path) -> None:
 
 def test_graph_reports_a_cycle_and_a_failed_lock(project: Path) -> None:
     run = open_run(project, {"alpha": ["beta"], "beta": ["alpha"]})
-    with pytest.raises(InputError, match="dependency cycle: alpha -> beta -> alpha"):
+    # Found while locking (a build tool is loaded before its dependent's lock completes), the
+    # cycle is explained at once, each step with the requirement making it.
+    with pytest.raises(
+        InputError,
+        match="dependency cycle in build requirements: alpha -> beta -> alpha: "
+        r"alpha \(packages/alpha.toml.*\) requires 'beta' to build",
+    ):
         run.graph("alpha", "beta")
     other = open_run(project)
     other.locker.failing.add("beta")

@@ -71,7 +71,9 @@ SINGLE_CHANGES: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     ("settings", {"settings": {"config-settings": {}}}, ["settings"]),
     ("env", {"env": {"CFLAGS": "-O3"}}, ["env/CFLAGS"]),
-    ("plugin", {"plugin": {"module": "plugins.alpha"}}, ["plugin"]),
+    # A changed plugin is reported per entry of its code (issue 12): here the signature hook
+    # is gone from the module.
+    ("plugin", {"plugin": {"module": "plugins.alpha"}}, ["plugin/hooks/signature"]),
     (
         "build dep",
         {"build_deps": {"setuptools": {"version": "71.0.0", "sha256": "d" * 64}}},

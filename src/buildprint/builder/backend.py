@@ -11,23 +11,26 @@ for each build, never a random temporary folder (or remap it: :func:`remap_sourc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import tomllib
 import warnings
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from packaging.requirements import InvalidRequirement, Requirement
 from pyproject_hooks import (
     BackendUnavailable,
     BuildBackendHookCaller,
+    BuildBackendWarning,
     HookMissing,
     UnsupportedOperation,
 )
@@ -54,6 +57,7 @@ __all__ = [
     "prepare_metadata_for_build_wheel",
     "read_build_system",
     "remap_source_flags",
+    "warnings_to_log",
 ]
 
 #: 1980-01-01T00:00:00Z, the earliest time a zip file can record.
@@ -330,14 +334,8 @@ def _call(
         return BackendFailed(message, hook=hook, log_path=log, log_tail=tail)
 
     try:
-        # pyproject_hooks re-raises the backend's warnings in this process; they belong in
-        # the build's log, not on the user's terminal.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = getattr(caller, hook)(**kwargs)
-        for warning in caught:
-            _append(log, f"warning from the backend: {warning.message}")
-        return result
+        with warnings_to_log(log):
+            return getattr(caller, hook)(**kwargs)
     except subprocess.CalledProcessError as exc:
         raise failed(f"failed (exit {exc.returncode})") from None
     except subprocess.TimeoutExpired as exc:
@@ -349,6 +347,68 @@ def _call(
         raise failed(f"could not be imported: {reason}") from None
     except (HookMissing, UnsupportedOperation) as exc:
         raise failed(f"is not supported: {exc}") from None
+
+
+# -- warnings ------------------------------------------------------------------------------
+
+#: The log each thread's warnings go to while it runs a hook (see :func:`warnings_to_log`).
+_thread_log = threading.local()
+_routing_lock = threading.Lock()
+_routing: list[Callable[..., None]] = []  # the showwarning it replaced, once installed
+
+
+def warnings_to_log(log: Path) -> contextlib.AbstractContextManager[None]:
+    """While the calling thread is inside, the warnings it emits are written to ``log``.
+
+    pyproject_hooks re-raises the backend's warnings (``BuildBackendWarning``) in the thread
+    that called the hook: they belong in the package's log, never on the terminal between the
+    progress lines. ``warnings.catch_warnings`` cannot do this: it swaps process-wide state,
+    so with builds on several threads one build's exit would restore another's handler (or
+    the terminal's) under it. Instead one ``warnings.showwarning`` is installed, once, that
+    sends a warning to the log of the thread it is emitted in, and to the handler it replaced
+    elsewhere; backend warnings are always shown (to the log), never turned into errors or
+    hidden by the caller's filters.
+    """
+    _install_routing()
+    return _logging_to(log)
+
+
+@contextlib.contextmanager
+def _logging_to(log: Path) -> Iterator[None]:
+    outer = getattr(_thread_log, "path", None)
+    _thread_log.path = log
+    try:
+        yield
+    finally:
+        _thread_log.path = outer
+
+
+def _install_routing() -> None:
+    always = ("always", None, BuildBackendWarning, None, 0)
+    with _routing_lock:
+        if warnings.showwarning is not _route:
+            _routing[:] = [warnings.showwarning]
+            warnings.showwarning = _route
+        if warnings.filters[:1] != [always]:
+            warnings.filterwarnings("always", category=BuildBackendWarning)
+
+
+def _route(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    log: Path | None = getattr(_thread_log, "path", None)
+    if log is None:
+        previous = _routing[0] if _routing else warnings.showwarning
+        if previous is not _route:
+            previous(message, category, filename, lineno, file, line)
+        return
+    where = "the backend" if issubclass(category, BuildBackendWarning) else "buildprint"
+    _append(log, f"warning from {where}: {category.__name__}: {message} ({filename}:{lineno})")
 
 
 def _append(log: Path, text: str) -> None:

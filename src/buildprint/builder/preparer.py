@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,10 +24,11 @@ from buildprint.fsio import abandoned, owner_tag
 from buildprint.inputs.extract import safe_extract
 from buildprint.inputs.files import file_digest
 from buildprint.inputs.tree import copy_tree
+from buildprint.plan.graph import LockContext
 from buildprint.project.settings import PackageSettings
 from buildprint.resolve.index import PackageIndex
 from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
-from buildprint.resolve.metadata import install_requirements
+from buildprint.resolve.metadata import install_requirements, requires_dist
 from buildprint.resolve.pins import fetch_pinned, resolve, tags_for
 from buildprint.resolve.sources import ResolvedSource, SourceResolver
 
@@ -43,8 +45,6 @@ class Preparer:
     logs: Path  # where lock and build logs are kept (a failure's message points there)
     python: str
     python_version: str
-    built_names: set[str] = field(default_factory=set)
-    read_install_requirements: bool = False  # --with-deps
     _swept: bool = field(default=False, repr=False)
     _resolutions: dict[tuple[tuple[str, ...], tuple[PinnedWheel, ...]], list[PinnedWheel]] = field(
         default_factory=dict, repr=False
@@ -117,36 +117,40 @@ class Preparer:
         source: ResolvedSource,
         patches: list[Path],
         settings: PackageSettings,
+        context: LockContext,
     ) -> LockedBuildDeps:
-        """Find the package's build requirements (static and from the backend) and pin them,
-        keeping the ``previous`` entry's pins where they still satisfy them (a new source
-        moves only what it must; ``lock --upgrade`` passes none); with
-        :attr:`read_install_requirements`, also its install requirements."""
+        """Find the package's build requirements (static and from the backend) and pin the
+        ones the index supplies, keeping the ``previous`` entry's pins where they still
+        satisfy them (a new source moves only what it must; ``lock --upgrade`` passes none).
+        The graph's own build tools among them are built first (``context.provide``) and
+        installed for the backend to answer. With ``context.install_requirements``, also
+        read its install requirements."""
         kept = previous.wheels if previous is not None else []
         with self._scratch(f"lock-{name}") as tmp:
             root = self.source_tree(source, patches, Path(tmp) / "src")
             system = backend.read_build_system(root)
-            static = [r for r in system.requires if not self._is_built(r, name)]
             origin = root / "pyproject.toml"
-            wheels = self._resolve(static, kept, origin)
+            provided = context.provide(system.requires)
+            wheels = self._resolve(provided.index, kept, origin)
             log = self.logs / f"{name}-{source.version}-lock.log"
             self.logs.mkdir(parents=True, exist_ok=True)
             log.unlink(missing_ok=True)
-            env = self.environment(wheels, [], Path(tmp))
+            env = self.environment(wheels, provided.built, Path(tmp))
             dynamic = backend.get_requires_for_build_wheel(
                 root, env, settings.config_settings, settings.env, log_path=log
             )
-            extra = [r for r in dynamic if not self._is_built(r, name) and r not in static]
-            if extra:
+            requires = list(dict.fromkeys([*system.requires, *dynamic]))
+            if len(requires) > len(system.requires):
+                provided = context.provide(requires)
                 wheels = self._resolve(
-                    [*static, *extra],
+                    provided.index,
                     [*wheels, *(w for w in kept if w.name not in {p.name for p in wheels})],
                     origin,
                 )
+                if context.install_requirements:  # shared environments never change
+                    env = self.environment(wheels, provided.built, Path(tmp))
             runtime = None
-            if self.read_install_requirements:
-                if extra:  # shared environments never change: take the one with them all
-                    env = self.environment(wheels, [], Path(tmp))
+            if context.install_requirements:
                 runtime = install_requirements(
                     root,
                     lambda: backend.prepare_metadata_for_build_wheel(
@@ -158,11 +162,49 @@ class Preparer:
                         log_path=log,
                     ),
                 )
-            requires = list(dict.fromkeys([*system.requires, *dynamic]))
         return LockedBuildDeps(requires=requires, wheels=wheels, runtime=runtime)
 
+    def prebuilt(
+        self,
+        name: str,
+        requirement: Requirement,
+        previous: LockedBuildDeps | None,
+        settings_file: Path,
+    ) -> tuple[ResolvedSource, LockedBuildDeps]:
+        """A ``prebuilt = true`` package: its wheel from the index (the one ``previous``
+        pinned while it still satisfies ``requirement``), as a source, and its lock entry
+        (the wheel's sha256; its install requirements, read from the wheel)."""
+        pins = previous.wheels if previous is not None else []
+        pin = next((w for w in pins if canonicalize_name(w.name) == name), None)
+        if pin is None or not requirement.specifier.contains(pin.version, prereleases=True):
+            text = str(requirement.name) + str(requirement.specifier)
+            found = self._resolve([text], [], settings_file)
+            pin = next(w for w in found if canonicalize_name(w.name) == name)
+        wheel = fetch_pinned(pin, self.index)
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = next(
+                n
+                for n in archive.namelist()
+                if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            )
+            runtime = requires_dist(archive.read(metadata).decode("utf-8", errors="replace"))
+        source = ResolvedSource(
+            name,
+            pin.version,
+            pin.url,
+            pin.sha256,
+            files=1,
+            size=wheel.stat().st_size,
+            raw_sha256=pin.sha256,
+            local=wheel,
+        )
+        return source, LockedBuildDeps([], [pin], runtime=runtime)
+
     def _resolve(
-        self, requirements: Sequence[str], preferences: Sequence[PinnedWheel], origin: Path
+        self,
+        requirements: Sequence[str],
+        preferences: Sequence[PinnedWheel],
+        origin: Path,
     ) -> list[PinnedWheel]:
         """:func:`~buildprint.resolve.pins.resolve`, once per run for the same question (most
         packages of a graph ask for the same ``setuptools>=61``)."""
@@ -178,10 +220,6 @@ class Preparer:
             )
             self._resolutions[key] = found
         return list(found)
-
-    def _is_built(self, requirement: str, name: str) -> bool:
-        other = canonicalize_name(Requirement(requirement).name)
-        return other in self.built_names and other != name
 
     @contextmanager
     def _scratch(self, what: str) -> Iterator[Path]:

@@ -30,6 +30,7 @@ from buildprint.plan.planner import Planner
 from buildprint.project.hooks import PluginHooks, call_hook
 from buildprint.project.tracking import HookReads, tracking
 from buildprint.signature.compose import PendingDependencies
+from buildprint.signature.manifest import Manifest
 from buildprint.states import Done
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
@@ -77,27 +78,39 @@ class Builder:
         self._inputs_lock = threading.Lock()
 
     def run(
-        self, nodes: Sequence[PackageNode], jobs: int, progress: Progress | None = None
+        self,
+        nodes: Sequence[PackageNode],
+        jobs: int,
+        progress: Progress | None = None,
+        *,
+        done: Mapping[str, Outcome] | None = None,
     ) -> list[Outcome]:
+        """The outcome of each of ``nodes``, in their order; those in ``done`` (built earlier
+        in the run, to lock their dependents) are not run again."""
+        done = {n.name: done[n.name] for n in nodes if done and n.name in done}
         if progress:
             # Every package once, up front, so a display knows the whole run (its total).
-            for node in nodes:
+            for node in nodes:  # those done were shown done (the same display) already
                 waits = ", ".join(node.deps) or "a worker"
                 progress("pending", Decision(node, "pending", reason=f"waits for {waits}"))
-        self.check_inputs(nodes)
+        self.check_inputs(nodes, skip=done)
         try:
-            return self._run(nodes, jobs, progress)
+            return self._run(nodes, jobs, progress, done)
         finally:
             # The wheelhouse's pages and memo, once for the whole run (and for what was
             # placed before an interruption), not once per wheel.
             self.wheelhouse.flush()
 
     def _run(
-        self, nodes: Sequence[PackageNode], jobs: int, progress: Progress | None
+        self,
+        nodes: Sequence[PackageNode],
+        jobs: int,
+        progress: Progress | None,
+        done: Mapping[str, Outcome],
     ) -> list[Outcome]:
-        outcomes: dict[str, Outcome] = {}
+        outcomes: dict[str, Outcome] = dict(done)
         flushed = time.monotonic()
-        remaining = {n.name: n for n in nodes}
+        remaining = {n.name: n for n in nodes if n.name not in done}
         running: dict[Future[Outcome], str] = {}
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         try:
@@ -140,7 +153,7 @@ class Builder:
         pool.shutdown()
         return [outcomes[n.name] for n in nodes]
 
-    def check_inputs(self, nodes: Sequence[PackageNode]) -> None:
+    def check_inputs(self, nodes: Sequence[PackageNode], skip: Collection[str] = ()) -> None:
         """Compose every signature that does not wait on a build, before anything is built.
 
         Bad input found here (a plugin or host hook that raises, a policy naming an unknown
@@ -149,8 +162,8 @@ class Builder:
         """
         versions = {n.name: n.version for n in nodes}
         for node in nodes:
-            if node.lock_error is not None:
-                continue  # fails on its own when its turn comes
+            if node.lock_error is not None or node.name in skip:
+                continue  # fails on its own when its turn comes (or was done already)
             unknown = {d: DepResult(versions[d], None, None) for d in node.deps}
             try:
                 self.planner.manifest(node, unknown)
@@ -276,6 +289,8 @@ class Builder:
         node = decision.node
         manifest = decision.manifest
         assert manifest is not None
+        if node.settings.prebuilt:
+            return self._take_prebuilt(decision, manifest)
         # A folder of this build's own: other processes may build the same package in the
         # same store. The tree inside is always src/<name>-<version>, and the compilers'
         # path remapping makes the wheel independent of where that is.
@@ -328,7 +343,9 @@ class Builder:
                     remap_source_path=True,
                 )
             check_built_wheel(built, node.name, node.version, self.preparer.tags)
-            final = embed_manifest(built, manifest.to_bytes(), work / "final")
+            final = embed_manifest(
+                built, manifest.to_bytes(), work / "final", build_tag=node.settings.rebuild
+            )
             sha = self.store.put_blob(final)
             record = ActionRecord(
                 signature=manifest.signature,
@@ -346,6 +363,25 @@ class Builder:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Outcome(decision, "built", record, log=log if log.exists() else None)
+
+    def _take_prebuilt(self, decision: Decision, manifest: Manifest) -> Outcome:
+        """A ``prebuilt = true`` package: its locked index wheel (sha256 checked), stored
+        and placed as it is, byte for byte (no manifest embedded)."""
+        node = decision.node
+        wheel = self.preparer.wheels(node.locked.wheels)[0]
+        sha = self.store.put_blob(wheel)
+        record = ActionRecord(
+            signature=manifest.signature,
+            name=node.name,
+            version=node.version,
+            manifest=manifest.to_json(),
+            artifacts=(Artifact(wheel.name, sha, wheel.stat().st_size, artifact_digest(wheel)),),
+        )
+        self.store.put_record(record)
+        self.wheelhouse.add(wheel, wheel.name, sha)
+        if self.push is not None:
+            self.push(record)
+        return Outcome(decision, "built", record, note="prebuilt: the index wheel, as locked")
 
     def _dep_wheels(
         self, node: PackageNode, deps: Mapping[str, DepResult], folder: Path

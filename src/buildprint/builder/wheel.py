@@ -33,6 +33,7 @@ __all__ = [
     "check_built_wheel",
     "embed_manifest",
     "read_manifest",
+    "tagged_filename",
 ]
 
 #: File name of the embedded manifest inside ``<name>-<version>.dist-info/``.
@@ -46,6 +47,8 @@ _CHUNK = 1 << 20
 # Only the top-level dist-info folder is the wheel's metadata; a package may ship files
 # named RECORD elsewhere, and those are content.
 _METADATA_FILE = re.compile(r"[^/]+\.dist-info/(RECORD|" + re.escape(MANIFEST_NAME) + r")")
+#: The wheel's WHEEL file, whose ``Build:`` line (the build tag) the artifact digest leaves out.
+_WHEEL_FILE = re.compile(r"[^/]+\.dist-info/WHEEL")
 # What reading a damaged archive can raise besides BadZipFile.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError)
 
@@ -107,14 +110,27 @@ def _manifest_date_time() -> tuple[int, int, int, int, int, int]:
     return (tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
 
 
-def _rewrite_record(record: bytes, dist_info: str, manifest_json: bytes, wheel: Path) -> bytes:
+def _rewrite_record(
+    record: bytes,
+    dist_info: str,
+    manifest_json: bytes,
+    wheel: Path,
+    replaced: dict[str, bytes] | None = None,
+) -> bytes:
+    """RECORD with the manifest's line (just before RECORD's own) and, for each member in
+    ``replaced`` (path -> its new bytes), its line's hash and size set anew in place."""
     record_path = f"{dist_info}/RECORD"
     manifest_path = f"{dist_info}/{MANIFEST_NAME}"
+    replaced = replaced or {}
     try:
         rows = list(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{record_path} is unreadable: {exc}", file=wheel) from None
     kept = [row for row in rows if row and row[0] not in {record_path, manifest_path}]
+    for row in kept:
+        if row[0] in replaced:
+            data = replaced[row[0]]
+            row[1:] = [_record_hash(data), str(len(data))]
     kept.append([manifest_path, _record_hash(manifest_json), str(len(manifest_json))])
     kept.append([record_path, "", ""])
     out = io.StringIO(newline="")
@@ -122,16 +138,65 @@ def _rewrite_record(record: bytes, dist_info: str, manifest_json: bytes, wheel: 
     return out.getvalue().encode("utf-8")
 
 
-def embed_manifest(wheel: Path, manifest_json: bytes, dest_dir: Path) -> Path:
-    """Write ``wheel`` into ``dest_dir`` (same file name) with the manifest embedded.
+def _drop_build(wheel_file: bytes) -> bytes:
+    """The WHEEL file without its ``Build:`` header lines."""
+    lines = wheel_file.splitlines(keepends=True)
+    return b"".join(line for line in lines if not line.lower().startswith(b"build:"))
+
+
+def _with_build(wheel_file: bytes, build_tag: int, wheel: Path) -> bytes:
+    """The WHEEL file with ``Build: <build_tag>`` (any earlier one replaced), placed before the
+    first ``Tag:`` line as bdist_wheel writes it, in the file's own line ending."""
+    if b"\r\n" in wheel_file:
+        newline = b"\r\n"
+    elif b"\n" in wheel_file:
+        newline = b"\n"
+    else:
+        raise InputError("its .dist-info/WHEEL file is empty or not a header file", file=wheel)
+    lines = _drop_build(wheel_file).splitlines(keepends=True)
+    build = f"Build: {build_tag}".encode("ascii") + newline
+    at = next(
+        (i for i, line in enumerate(lines) if line.lower().startswith(b"tag:")),
+        next((i for i, line in enumerate(lines) if not line.strip()), len(lines)),
+    )
+    if at == len(lines) and lines and not lines[-1].endswith(b"\n"):
+        lines[-1] += newline
+    lines.insert(at, build)
+    return b"".join(lines)
+
+
+def tagged_filename(filename: str, build_tag: int) -> str:
+    """``filename`` (a wheel's) with the build tag ``build_tag`` (PEP 427: ``name-version-
+    build-python-abi-platform.whl``), replacing any it has; unchanged for 0 (no tag asked)."""
+    if isinstance(build_tag, bool) or not isinstance(build_tag, int) or build_tag < 0:
+        raise InputError(f"a build tag must be an integer >= 0 (0: none), not {build_tag!r}")
+    if build_tag == 0:
+        return filename
+    parts = filename.removesuffix(".whl").split("-")
+    if not filename.endswith(".whl") or len(parts) not in (5, 6):
+        raise InputError(f"{filename} is not a wheel file name")
+    if len(parts) == 6:
+        del parts[2]
+    parts.insert(2, str(build_tag))
+    return "-".join(parts) + ".whl"
+
+
+def embed_manifest(
+    wheel: Path, manifest_json: bytes, dest_dir: Path, *, build_tag: int = 0
+) -> Path:
+    """Write ``wheel`` into ``dest_dir`` with the manifest embedded; return the new file.
 
     Adds ``<dist-info>/buildprint.json`` (replacing an earlier one) just before RECORD and
-    updates RECORD. The output is a function of the input wheel and manifest only: members
-    keep their order, dates and attributes; the new member gets SOURCE_DATE_EPOCH (or
-    1980-01-01) and mode 0644. The file appears atomically.
+    updates RECORD. With ``build_tag`` N >= 1 (a package's ``rebuild = N``) the file is named
+    with that PEP 427 build tag (``name-version-N-python-abi-platform.whl``, replacing one
+    the backend gave) and ``<dist-info>/WHEEL`` says ``Build: N``; with 0 the file keeps its
+    name and its WHEEL file. The output is a function of the input wheel, the manifest and
+    the tag only: members keep their order, dates and attributes; the new member gets
+    SOURCE_DATE_EPOCH (or 1980-01-01) and mode 0644. The file appears atomically.
     """
     wheel = Path(wheel)
     dest_dir = Path(dest_dir)
+    name = tagged_filename(wheel.name, build_tag)  # a bad tag fails before anything is written
     try:
         parsed = json.loads(manifest_json.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -140,15 +205,16 @@ def embed_manifest(wheel: Path, manifest_json: bytes, dest_dir: Path) -> Path:
         raise InputError("manifest must be a JSON object")
     _manifest_date_time()  # a bad SOURCE_DATE_EPOCH fails before anything is written
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / wheel.name
-    fd, tmp = new_temp_file(dest_dir, wheel.name)
+    dest = dest_dir / name
+    fd, tmp = new_temp_file(dest_dir, name)
     try:
         with os.fdopen(fd, "wb") as raw:
             with _open(wheel) as src, zipfile.ZipFile(raw, "w") as out:
                 _check_unique(src, wheel)
                 dist_info = _dist_info(src, wheel)
                 try:
-                    _copy_with_manifest(src, out, dist_info, manifest_json, wheel)
+                    replaced = _replaced_members(src, dist_info, build_tag, wheel)
+                    _copy_with_manifest(src, out, dist_info, manifest_json, wheel, replaced)
                 except _ZIP_ERRORS as exc:
                     raise InputError(f"damaged wheel archive: {exc}", file=wheel) from None
                 except OSError as exc:
@@ -163,12 +229,27 @@ def embed_manifest(wheel: Path, manifest_json: bytes, dest_dir: Path) -> Path:
     return dest
 
 
+def _replaced_members(
+    src: zipfile.ZipFile, dist_info: str, build_tag: int, wheel: Path
+) -> dict[str, bytes]:
+    """Members written with other bytes (path -> bytes): WHEEL, when a build tag is given."""
+    if build_tag == 0:
+        return {}
+    path = f"{dist_info}/WHEEL"
+    try:
+        current = src.read(path)
+    except KeyError:
+        raise InputError(f"wheel has no {path}", file=wheel) from None
+    return {path: _with_build(current, build_tag, wheel)}
+
+
 def _copy_with_manifest(
     src: zipfile.ZipFile,
     out: zipfile.ZipFile,
     dist_info: str,
     manifest_json: bytes,
     wheel: Path,
+    replaced: dict[str, bytes],
 ) -> None:
     record_path = f"{dist_info}/RECORD"
     manifest_path = f"{dist_info}/{MANIFEST_NAME}"
@@ -183,8 +264,11 @@ def _copy_with_manifest(
             manifest.external_attr = _NEW_MEMBER_ATTR
             manifest.compress_type = zipfile.ZIP_DEFLATED
             out.writestr(manifest, manifest_json)
-            record = _rewrite_record(src.read(info), dist_info, manifest_json, wheel)
+            record = _rewrite_record(src.read(info), dist_info, manifest_json, wheel, replaced)
             out.writestr(_same_as(info, record_path), record)
+            continue
+        if info.filename in replaced:
+            out.writestr(_same_as(info, info.filename), replaced[info.filename])
             continue
         _copy_member(src, out, info)
 
@@ -231,8 +315,9 @@ def artifact_digest(wheel: Path) -> str:
 
     Hashes the sorted (archive path, content sha256, exec bit) of every file, leaving out
     ``*.dist-info/buildprint.json`` and ``*.dist-info/RECORD`` — RECORD only repeats the
-    other hashes plus the manifest's — so embedding a manifest never changes the digest,
-    nor do zip timestamps, member order or compression.
+    other hashes plus the manifest's — and the ``Build:`` line of ``*.dist-info/WHEEL`` (the
+    build tag), so embedding a manifest or a build tag never changes the digest, nor do zip
+    timestamps, member order or compression.
     """
     wheel = Path(wheel)
     entries: list[list[str | bool]] = []
@@ -244,9 +329,14 @@ def artifact_digest(wheel: Path) -> str:
                 if info.is_dir() or _METADATA_FILE.fullmatch(info.filename):
                     continue
                 hasher = hashlib.sha256()
-                with zf.open(info) as reader:
-                    while chunk := reader.read(_CHUNK):
-                        hasher.update(chunk)
+                if _WHEEL_FILE.fullmatch(info.filename):
+                    # The build tag names the file; a rebuild to the same content is the same
+                    # artifact (no cascade), as an embedded manifest is.
+                    hasher.update(_drop_build(zf.read(info)))
+                else:
+                    with zf.open(info) as reader:
+                        while chunk := reader.read(_CHUNK):
+                            hasher.update(chunk)
                 executable = bool((info.external_attr >> 16) & 0o111)
                 entries.append([info.filename, hasher.hexdigest(), executable])
         except _ZIP_ERRORS as exc:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    BuildTag,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_wheel_filename,
+)
+from packaging.version import Version
 
 from buildprint.errors import StoreError
 from buildprint.fsio import copy_file_hashing, place_atomic, stat_key, write_atomic
-from buildprint.store.memo import Memo
 
 __all__ = ["Wheelhouse"]
 
@@ -22,6 +31,52 @@ __all__ = ["Wheelhouse"]
 #: bytes written (before, it held what a record claimed): an older memo is not trusted.
 _MEMO = ".placed.json"
 _OLD_MEMO = ".digests.json"
+
+
+class _Placed:
+    """The memo ``simple/.placed.json``: wheel file name -> {state, sha256} of what was
+    written. Loaded once, saved atomically when changed; a missing or corrupt file is an
+    empty memo (it only saves work, it never decides anything)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._dirty = False
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self._data: dict[str, Any] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self._data = {}
+
+    def get(self, filename: str) -> Any:
+        return self._data.get(filename)
+
+    def put(self, filename: str, value: Any) -> None:
+        if self._data.get(filename) != value:
+            self._data[filename] = value
+            self._dirty = True
+
+    def drop(self, filename: str) -> None:
+        if self._data.pop(filename, None) is not None:
+            self._dirty = True
+
+    def names(self) -> list[str]:
+        return list(self._data)
+
+    def save(self) -> None:
+        if self._dirty:
+            write_atomic(self.path, json.dumps(self._data, sort_keys=True).encode("utf-8"))
+            self._dirty = False
+
+
+def _release(filename: str) -> tuple[NormalizedName, Version, BuildTag] | None:
+    """A wheel file name's project, version and build tag; None if it is not one."""
+    if not filename.endswith(".whl"):
+        return None
+    try:
+        name, version, build, _tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename:
+        return None
+    return canonicalize_name(name), version, build
 
 
 class Wheelhouse:
@@ -41,7 +96,7 @@ class Wheelhouse:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._digests = Memo(root / "simple" / _MEMO)
+        self._digests = _Placed(root / "simple" / _MEMO)
         #: Projects (normalized names) whose page no longer lists what is on disk.
         self._stale: set[str] = set()
 
@@ -93,6 +148,48 @@ class Wheelhouse:
             if stale:
                 (self.root / "simple" / _OLD_MEMO).unlink(missing_ok=True)
 
+    def prune(self, placed: Mapping[str, Collection[str]]) -> list[str]:
+        """Remove the wheels a run superseded; the names of the files removed.
+
+        ``placed`` maps each project the run placed wheels of (reused, fetched or built) to
+        the file names it placed. Every other wheel of those projects whose version or build
+        tag is not one of theirs is removed (a wheel of the same release for other tags — an
+        interpreter the project used before — stays), then the projects' ``simple/`` pages
+        and the memo are written again (:meth:`flush`). Projects not in ``placed`` are left
+        as they are: a run that built one package must not empty the rest of the wheelhouse.
+        """
+        current: dict[str, set[tuple[Version, BuildTag]]] = {}
+        for project, filenames in placed.items():
+            releases = current.setdefault(canonicalize_name(project), set())
+            for filename in filenames:
+                release = _release(filename)
+                if release is not None:
+                    releases.add(release[1:])
+        removed: list[str] = []
+        with self._lock:
+            try:
+                entries = sorted(os.scandir(self.root), key=lambda e: e.name)
+            except FileNotFoundError:
+                entries = []
+            for entry in entries:
+                release = _release(entry.name)
+                if release is None or release[0] not in current or not entry.is_file():
+                    continue
+                if release[1:] in current[release[0]]:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+                self._digests.drop(entry.name)
+                self._stale.add(release[0])
+            for filename in self._digests.names():  # wheels removed by hand, too
+                release = _release(filename)
+                gone = release is not None and release[0] in current
+                if gone and not (self.root / filename).exists():
+                    self._digests.drop(filename)
+        self.flush()
+        return removed
+
     def __enter__(self) -> Wheelhouse:
         return self
 
@@ -109,14 +206,9 @@ class Wheelhouse:
         wheels: dict[str, list[str]] = {}
         with os.scandir(self.root) as entries:
             for entry in entries:
-                if not entry.name.endswith(".whl") or not entry.is_file():
-                    continue
-                try:
-                    owner = canonicalize_name(parse_wheel_filename(entry.name)[0])
-                except InvalidWheelFilename:
-                    continue
-                if owner in projects:
-                    wheels.setdefault(owner, []).append(entry.name)
+                release = _release(entry.name)
+                if release is not None and release[0] in projects and entry.is_file():
+                    wheels.setdefault(release[0], []).append(entry.name)
         simple = self.root / "simple"
         for project in sorted(projects):
             links = []

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
 
 from buildprint import Engine, Options
-from buildprint.cli import render
+from buildprint.cli import graph, render
 from buildprint.cli.progress import BuildProgress
 from buildprint.errors import BuildFailed, BuildprintError
+from buildprint.fsio import write_atomic
 from buildprint.signature.diff import changed_paths
 
 if TYPE_CHECKING:
@@ -26,12 +28,14 @@ __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console(soft_wrap=False)
-err = Console(stderr=True, soft_wrap=False)
+# Wide when not a terminal: piped tables keep their columns (render.console).
+out = render.console()
+err = render.console(stderr=True)
 
 
 def reports_errors(command: F) -> F:
-    """Turn library errors into one clear message and the contract's exit code."""
+    """Turn library errors into one clear message and the contract's exit code; Ctrl-C into
+    one line and exit 130 (:func:`_interrupted`)."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,8 +44,29 @@ def reports_errors(command: F) -> F:
         except BuildprintError as exc:
             click.echo(f"buildprint: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            _interrupted(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+#: The exit status of a run stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
+INTERRUPTED = 130
+
+
+def _interrupted(exc: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C: one line on stderr (what was being worked on, as the build progress noted it),
+    no traceback, exit 130. The run has stopped its builds already (the running commands'
+    process groups killed, builder/scheduler.py) and stores only complete results, so this
+    leaves at once rather than waiting for worker threads: a command a worker started since
+    dies with this process (builder/guard.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    notes = " ".join(getattr(exc, "__notes__", ()))
+    click.echo(f"buildprint: interrupted{' ' + notes if notes else ''}", err=True)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(INTERRUPTED)
 
 
 project_option = click.option(
@@ -58,6 +83,12 @@ with_deps_option = click.option(
     "--with-deps",
     is_flag=True,
     help="Also build the install dependencies (resolved from the index, locked).",
+)
+from_source_option = click.option(
+    "--from-source",
+    is_flag=True,
+    help="Build the whole closure from sdists, build requirements included (implies "
+    "--with-deps; prebuilt = true packages come from the index as wheels).",
 )
 
 
@@ -76,6 +107,16 @@ def _checked_remote_urls(
     return urls
 
 
+constraint_option = click.option(
+    "-c",
+    "--constraint",
+    "constraints",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Constraints file: narrows the versions of required packages, adds none.",
+)
+
+
 def _requirement_options(command: F) -> F:
     for option in reversed(
         [
@@ -88,12 +129,21 @@ def _requirement_options(command: F) -> F:
                 type=click.Path(path_type=Path),
                 help="Requirements file.",
             ),
+            constraint_option,
             project_option,
             click.option("--store", type=click.Path(path_type=Path), help="Store folder."),
             click.option("--index-url", help="Package index (PEP 691/503 URL or folder)."),
+            click.option(
+                "--extra-index-url",
+                "extra_index_urls",
+                multiple=True,
+                metavar="URL",
+                help="Another package index, searched with the main one (docs/sources.md).",
+            ),
             click.option("--find-links", multiple=True, help="Extra folder or URL of files."),
             click.option("--force", multiple=True, metavar="NAME", help="Rebuild NAME."),
             with_deps_option,
+            from_source_option,
             click.option(
                 "--remote",
                 "remotes",
@@ -127,8 +177,11 @@ def _engine(project: Path, store: Path | None = None, **options: Any) -> Engine:
             store=store,
             index_url=options.get("index_url"),
             find_links=tuple(options.get("find_links", ())),
+            extra_index_urls=tuple(options.get("extra_index_urls", ())),
+            constraint_files=tuple(options.get("constraints", ())),
             remotes=tuple(options.get("remotes", ())),
             with_deps=bool(options.get("with_deps")),
+            from_source=bool(options.get("from_source")),
         ),
     )
 
@@ -192,9 +245,40 @@ def plan(
         _warn(engine.problems)
     if as_json:
         packages = [render.decision_json(e) for e in entries]
-        click.echo(render.dump_json({"packages": packages, "snapshot": engine.snapshot_note}))
+        edges = graph.edges_json(entries)
+        click.echo(
+            render.dump_json(
+                {"packages": packages, "edges": edges, "snapshot": engine.snapshot_note}
+            )
+        )
     else:
         out.print(render.summary_table(entries, "plan"))
+
+
+@main.command("graph")
+@_requirement_options
+@click.option("--order", is_flag=True, help="Print the build order (name==version per line).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead.")
+@reports_errors
+def graph_command(order: bool, output: Path | None, as_json: bool, **options: Any) -> None:
+    """Write the package graph as Graphviz DOT (or, with --order, the build order): every
+    package, and an edge from each to what it builds with (solid) and requires (dashed)."""
+    with _engine(**options) as engine:
+        entries = engine.plan_entries()
+        _warn(engine.problems)
+    if as_json:
+        text = (
+            render.dump_json(
+                {"order": [e.name for e in entries], "edges": graph.edges_json(entries)}
+            )
+            + "\n"
+        )
+    else:
+        text = graph.build_order(entries) if order else graph.dot(entries)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text.encode("utf-8"))
 
 
 @main.command()
@@ -288,11 +372,26 @@ def diff_command(a: str, b: str, project: Path, store: Path | None, as_json: boo
 @click.option("--upgrade", is_flag=True, help="Resolve every package's build requirements anew.")
 @click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
 @with_deps_option
+@from_source_option
+@constraint_option
 @reports_errors
-def lock(project: Path, upgrade: bool, store: Path | None, with_deps: bool) -> None:
+def lock(
+    project: Path,
+    upgrade: bool,
+    store: Path | None,
+    with_deps: bool,
+    from_source: bool,
+    constraints: tuple[Path, ...],
+) -> None:
     """Pin every package's build requirements in buildprint.lock (and, with --with-deps, the
     versions of the install dependencies)."""
-    with _engine(project, store=store, with_deps=with_deps) as engine:
+    with _engine(
+        project,
+        store=store,
+        with_deps=with_deps,
+        from_source=from_source,
+        constraints=constraints,
+    ) as engine:
         nodes = engine.lock(upgrade=upgrade)
     for node in nodes:
         pins = ", ".join(f"{w.name}=={w.version}" for w in node.locked.wheels)
@@ -436,8 +535,7 @@ def cache_verify(
 
 
 @cache.command(name="gc")
-@project_option
-@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@_requirement_options
 @click.option(
     "--grace",
     "grace_seconds",
@@ -454,21 +552,107 @@ def cache_verify(
     show_default=True,
     help="Days after which unused build environments and git checkouts are removed.",
 )
+@click.option(
+    "--keep-current",
+    is_flag=True,
+    help="Keep only the builds the current plan reuses (the requirements and options as "
+    "`plan` takes them); remove every other record.",
+)
+@click.option(
+    "--max-size",
+    metavar="SIZE",
+    help="Remove the least recently used builds until records and blobs take at most SIZE "
+    "(bytes, or NNN KiB/MiB/GiB/TiB).",
+)
+@click.option(
+    "--max-age",
+    "max_age_days",
+    type=click.FloatRange(min=0),
+    metavar="DAYS",
+    help="Remove the builds no build run used for DAYS days.",
+)
 @reports_errors
-def cache_gc(project: Path, store: Path | None, grace_seconds: float, unused_days: float) -> None:
+def cache_gc(
+    as_json: bool,
+    grace_seconds: float,
+    unused_days: float,
+    keep_current: bool,
+    max_size: str | None,
+    max_age_days: float | None,
+    **options: Any,
+) -> None:
     """Remove what the local store no longer needs: damaged blobs (to quarantine/), blobs no
     record refers to, temp files and folders of dead processes, lock files nobody holds,
     build environments and git checkouts unused for a while (no live process's).
+
+    With --keep-current, --max-age or --max-size it also removes builds (records), and then
+    the blobs only they used; a blob a kept record uses is never removed, nor is a record
+    stored while gc runs. Each removed record is printed with why.
 
     Remote caches are not collected: their entries are create-only (never overwritten or
     deleted by buildprint, so a reader never loses a blob under a record); expire them with
     the server's own tools (S3 lifecycle rules, a cron job on the WebDAV folder).
     """
-    with _engine(project, store=store) as engine:
-        removed = engine.collect_garbage(
-            grace_seconds=grace_seconds, unused_seconds=unused_days * 86400
+    if (options.get("requirements") or options.get("files")) and not keep_current:
+        raise click.UsageError("REQ and -r choose what --keep-current keeps: give it too")
+    with _engine(**options) as engine:
+        report = engine.collect_garbage(
+            grace_seconds=grace_seconds,
+            unused_seconds=unused_days * 86400,
+            keep_current=keep_current,
+            max_size=max_size,
+            max_age_seconds=None if max_age_days is None else max_age_days * 86400,
         )
-    out.print(f"removed {removed} file(s)")
+        _warn(engine.problems)
+    over = report.max_size is not None and report.store_bytes > report.max_size
+    if as_json:
+        click.echo(
+            render.dump_json(
+                {
+                    "removed": report.removed,
+                    "records": [r.__dict__ for r in report.records],
+                    "blobs": report.blobs,
+                    "bytes": report.bytes,
+                    "record_bytes": report.record_bytes,
+                    "blob_bytes": report.blob_bytes,
+                    "quarantined": report.quarantined,
+                    "other": report.other,
+                    "kept_records": report.kept_records,
+                    "store_bytes": report.store_bytes,
+                    "max_size": report.max_size,
+                    "over_size": over,
+                }
+            )
+        )
+        return
+    for record in report.records:
+        what = f"{record.name} {record.version}" if record.name else "(unreadable record)"
+        out.print(f"removed {what} {record.signature[:16]}: {record.reason}", highlight=False)
+    if report.quarantined:
+        out.print(f"moved {report.quarantined} damaged blob(s) to quarantine/")
+    out.print(
+        f"removed {report.removed} file(s): {len(report.records)} record(s), "
+        f"{report.blobs} blob(s) ({_size_text(report.bytes)} freed), {report.other} other; "
+        f"kept {report.kept_records} record(s), {_size_text(report.store_bytes)}",
+        highlight=False,
+    )
+    if over:
+        _warn(
+            [
+                f"the store still takes {_size_text(report.store_bytes)}, over --max-size "
+                f"{max_size}: what is left was stored while gc ran, or is younger than --grace"
+            ]
+        )
+
+
+def _size_text(size: int) -> str:
+    """``size`` bytes for people: 532 B, 1.2 MiB, 10.0 GiB."""
+    value, unit = float(size), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 @cache.command(name="push")

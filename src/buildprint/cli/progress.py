@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -56,6 +59,11 @@ class BuildProgress:
     prints each finished package above it. Elsewhere (a pipe, a dumb terminal) it prints plain
     lines: the start of each build or fetch, and each package that was not simply reused.
 
+    Nothing else is printed between those lines: Python warnings (a plugin's, a library's)
+    and log records of level WARNING and above that reach no other handler are held while the
+    display runs and printed, once each, after it; a backend's warnings and output went to the
+    package's log already (:func:`buildprint.builder.backend.warnings_to_log`).
+
     Events come from the runner's worker threads, so state changes under a lock. That lock is
     never held while printing: rich's ``Live`` takes its own lock around a refresh and then asks
     this object for its renderable, so printing under our lock could deadlock against it.
@@ -89,11 +97,18 @@ class BuildProgress:
         self._stopped = False
         self._display: Live | None = None
         self._preparing = Spinner("dots")
+        #: Warnings and log records held while the display runs, printed after it.
+        self._held: dict[str, None] = {}
+        self._shown_before: Callable[..., None] | None = None
+        self._records = _HeldRecords(self._hold)
 
     # -- context manager -------------------------------------------------------------------
 
     def __enter__(self) -> BuildProgress:
         self._began = self._clock()
+        self._shown_before = warnings.showwarning
+        warnings.showwarning = self._hold_warning
+        logging.getLogger().addHandler(self._records)
         if self.live:
             self._display = Live(
                 get_renderable=self._render,
@@ -121,11 +136,38 @@ class BuildProgress:
         display, self._display = self._display, None
         if display is not None:
             display.stop()  # final frame stays on screen; the cursor is shown again
-        if exc_type is not None and unfinished:
-            what = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "stopped"
-            self.console.print(
-                Text(f"{what} while working on: {', '.join(unfinished)}", style="bold red")
-            )
+        logging.getLogger().removeHandler(self._records)
+        if self._shown_before is not None:
+            # What it was before, even if a handler was laid over this one meanwhile (the
+            # backend's, which takes it up again when it next runs a hook).
+            warnings.showwarning, self._shown_before = self._shown_before, None
+        with self._lock:
+            held, self._held = list(self._held), {}
+        for text in held:
+            self.console.print(Text.assemble(("warning:", "yellow"), f" {text}"), soft_wrap=True)
+        if exc_type is None or not unfinished:
+            return
+        running = ", ".join(unfinished)
+        if exc is not None and issubclass(exc_type, KeyboardInterrupt):
+            # The CLI says it, on one line, as it exits 130 (buildprint.cli.main).
+            exc.add_note(f"while working on: {running}")
+            return
+        self.console.print(Text(f"stopped while working on: {running}", style="bold red"))
+
+    def _hold(self, text: str) -> None:
+        with self._lock:
+            self._held.setdefault(text, None)
+
+    def _hold_warning(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        self._hold(f"{category.__name__}: {message} ({filename}:{lineno})")
 
     # -- the runner's callback ---------------------------------------------------------------
 
@@ -270,3 +312,17 @@ class BuildProgress:
         if hidden:
             lines.add_row("", Text(f"… and {hidden} more", style="dim"), "", "", "")
         return Group(header, lines)
+
+
+class _HeldRecords(logging.Handler):
+    """Log records of level WARNING and above, handed to ``hold`` as one line each."""
+
+    def __init__(self, hold: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._hold = hold
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._hold(record.getMessage())
+        except Exception:  # a record whose arguments do not format: as logging does
+            self.handleError(record)

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from buildprint.builder.outcome import Outcome
 from buildprint.plan.decision import Decision, PlanEntry
 from buildprint.signature.canonical import CanonicalValue
-from buildprint.signature.diff import ABSENT, Change
+from buildprint.signature.diff import ABSENT, PLUGIN_HOOKS, Change
 from buildprint.signature.manifest import Manifest
 from buildprint.states import ACTIONS, OUTCOMES
 from buildprint.store.record import ActionRecord
@@ -22,7 +24,9 @@ if TYPE_CHECKING:
     from buildprint.engine import RemoteContents
 
 __all__ = [
+    "PIPED_WIDTH",
     "changes_tree",
+    "console",
     "decision_json",
     "dump_json",
     "duration",
@@ -49,6 +53,22 @@ _STYLE = {
     "pending": "magenta",
     "failed": "bold red",
 }
+
+
+#: The width output is laid out in when it does not go to a terminal (a pipe, a file, a CI
+#: log): wide enough that rich never wraps a table cell, a tree line or a plain line, so each
+#: row stays one line for scripts and grep. A table is only as wide as its cells need.
+PIPED_WIDTH = 10_000
+
+
+def console(*, stderr: bool = False) -> Console:
+    """The console the CLI prints to (stdout, or stderr): the terminal's width on a terminal,
+    :data:`PIPED_WIDTH` elsewhere (rich would use 80 columns, or ``COLUMNS``, and wrap
+    names in the middle)."""
+    made = Console(stderr=stderr, soft_wrap=False)
+    if not made.is_terminal:
+        made.width = PIPED_WIDTH
+    return made
 
 
 def dump_json(data: Any) -> str:
@@ -204,7 +224,7 @@ def changes_tree(label: str, changes: Sequence[Change]) -> Tree:
     tree = Tree(label)
 
     def add(node: Tree, change: Change) -> None:
-        branch = node.add(f"[bold]{change.path}[/]: {_short(change.old)} → {_short(change.new)}")
+        branch = node.add(Text.assemble((change.path, "bold"), ": ", _change_text(change)))
         for child in change.children:
             add(branch, child)
 
@@ -213,6 +233,35 @@ def changes_tree(label: str, changes: Sequence[Change]) -> Tree:
     if not changes:
         tree.add("no differences")
     return tree
+
+
+def _change_text(change: Change) -> str:
+    """What one change says after its path: its note with short digests when it has one
+    (a plugin hook's code), else ``old → new``."""
+    if change.path == "plugin":  # a plugin added or dropped: which module, which hooks
+        return f"{_plugin_summary(change.old)} → {_plugin_summary(change.new)}"
+    if change.note:
+        if change.old is ABSENT or change.new is ABSENT:
+            return change.note
+        return f"{change.note} ({_short(change.old, 9)} → {_short(change.new, 9)})"
+    return f"{_short(change.old)} → {_short(change.new)}"
+
+
+def _plugin_summary(value: CanonicalValue | object) -> str:
+    """A ``plugin`` value in words: ``plugins.alpha (hooks update_env, signature)``."""
+    if value is ABSENT or value is None:
+        return "(none)"
+    if not isinstance(value, dict) or not isinstance(value.get("module"), str):
+        return _short(value)
+    module = value["module"]
+    code = value.get("code")
+    names = (
+        [key.partition(":")[2] for key in code if key.startswith(f"{module}:")]
+        if isinstance(code, dict)
+        else []
+    )
+    hooks = [name for name in PLUGIN_HOOKS if name in names]
+    return f"{module} (hooks {', '.join(hooks)})" if hooks else f"{module} (no hooks)"
 
 
 def manifest_table(manifest: Manifest) -> Table:

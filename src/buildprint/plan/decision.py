@@ -12,7 +12,7 @@ from buildprint.signature.manifest import Manifest
 from buildprint.states import Action
 from buildprint.store.record import ActionRecord
 
-__all__ = ["Decision", "PlanEntry", "pending"]
+__all__ = ["Decision", "PlanEntry", "edges", "pending"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class PlanEntry:
     reason: str = ""
     pending_on: tuple[str, ...] = ()
     closest: str | None = None
+    #: The package's graph edges: (dependency, kind ``build`` or ``install``, mode). A
+    #: build edge puts the dependency's wheel in its build environment (its mode: how the
+    #: dependency enters the signature); an install edge is a requirement of the wheel.
+    edges: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,19 @@ class Decision:
             self.signature,
             self.action,
             tuple(changed_paths(self.changes)),
-            self.reason,
+            # How the source was chosen, when the plan has something to say about it.
+            "; ".join(filter(None, (self.reason, getattr(self.node.source, "note", None)))),
             self.pending_on,
             self.closest,
+            edges(self.node),
         )
+
+
+def edges(node: PackageNode) -> tuple[tuple[str, str, str], ...]:
+    """``node``'s edges as a :class:`PlanEntry` keeps them."""
+    policy = node.settings.signature.policy()
+    build = [(dep, "build", policy.dep_mode(dep)) for dep in node.deps]
+    return (*build, *((dep, "install", "-") for dep in node.install_deps))
 
 
 def pending(node: PackageNode, names: list[str] | tuple[str, ...]) -> Decision:

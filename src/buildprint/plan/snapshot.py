@@ -56,7 +56,7 @@ __all__ = [
     "snapshot_key",
 ]
 
-FORMAT = 2  # 2: host probes; local index sdists and the pages they were chosen from
+FORMAT = 3  # 2: host probes; local index sdists and the pages they were chosen from; 3: edges
 # Timestamps of some file systems are coarser than the clock: a change this close to the
 # start of the plan counts as made during it.
 _RACY_MARGIN_NS = 50_000_000
@@ -147,6 +147,7 @@ def load_snapshot(path: Path) -> PlanSnapshot | None:
                     **entry,
                     "changed": tuple(entry["changed"]),
                     "pending_on": tuple(entry["pending_on"]),
+                    "edges": tuple(tuple(edge) for edge in entry["edges"]),
                 }
             )
             for entry in data["entries"]
@@ -190,8 +191,11 @@ def snapshot_key(options: Options, project: Project, store_dir: Path, python: st
             "requirement-files": [str(p.resolve()) for p in options.requirement_files],
             "reuse-by-version": sorted(options.reuse_by_version),
             "with-deps": options.with_deps,
+            "from-source": options.from_source,
             "index-url": options.index_url,
             "find-links": list(options.find_links),
+            "extra-index-url": list(options.extra_index_urls),
+            "constraint-files": [str(p.resolve()) for p in options.constraint_files],
         }
     )
 
@@ -258,6 +262,8 @@ def collect_checks(
             checks.note_file(dist.local_path)
             if node.settings.source is None:  # chosen by the index from what it offered
                 _note_offer(checks, node.name, index_root, links)
+                for extra in index.extra_index_paths if index is not None else ():
+                    _note_offer(checks, node.name, extra, [])
                 if index is None:
                     checks.note_file(dist.local_path.parent)
         if decision.record is not None:

@@ -17,6 +17,7 @@ __all__ = [
     "RemoteSettings",
     "SourceSpec",
     "load_settings",
+    "parse_size",
 ]
 
 
@@ -27,28 +28,43 @@ class _Strict(BaseModel):
 class ProjectTable(_Strict):
     index_url: str | None = Field(None, alias="index-url")
     find_links: list[str] = Field(default_factory=list, alias="find-links")
+    #: More indexes, searched with ``index-url``: every file of all of them is a candidate
+    #: and the best version wins, as pip does (docs/sources.md, "Several indexes").
+    extra_index_url: list[str] = Field(default_factory=list, alias="extra-index-url")
     requirements: str = "requirements.txt"
     wheelhouse: str = "wheelhouse"
     store: str = ".buildprint"
     python: str | None = None  # interpreter builds run with; default: the one running buildprint
+    #: Build the whole closure from sdists: build and install requirements, recursively
+    #: (``--from-source``); a package's ``prebuilt = true`` takes its index wheel instead.
+    from_source: bool = Field(False, alias="from-source")
     #: Archive limits (decompression bombs): the most a source archive may unpack to, in
     #: bytes or "NNN KiB/MiB/GiB", and how many times its own size (past 64 MiB unpacked).
     max_unpacked_size: int = Field(1 << 30, alias="max-unpacked-size", gt=0)
     max_expansion_ratio: int = Field(200, alias="max-expansion-ratio", gt=0)
+    #: Wheels of the run's packages superseded by what it placed: removed ("current"), or
+    #: kept ("all": a wheelhouse other runs or interpreters fill too).
+    wheelhouse_keep: Literal["current", "all"] = Field("current", alias="wheelhouse-keep")
 
     @field_validator("max_unpacked_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            units = {"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}
-            number = value.strip().rstrip("BKMGTi").strip()
-            unit = value.strip()[len(number) :].strip()
-            if not number.isdigit() or unit not in units:
-                raise ValueError(f"{value!r} is not a number of bytes or 'NNN KiB/MiB/GiB'")
-            return int(number) << units[unit]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be a number of bytes or 'NNN KiB/MiB/GiB'")
-        return value
+        return parse_size(value)
+
+
+def parse_size(value: Any) -> int:
+    """A size in bytes: an integer, or a string "NNN", "NNN B/KiB/MiB/GiB/TiB" (``ValueError``
+    otherwise): ``max-unpacked-size``, ``cache gc --max-size``."""
+    if isinstance(value, str):
+        units = {"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}
+        number = value.strip().rstrip("BKMGTi").strip()
+        unit = value.strip()[len(number) :].strip()
+        if not number.isdigit() or unit not in units:
+            raise ValueError(f"{value!r} is not a number of bytes or 'NNN KiB/MiB/GiB'")
+        return int(number) << units[unit]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a number of bytes or 'NNN KiB/MiB/GiB'")
+    return value
 
 
 class SignatureTable(_Strict):
@@ -161,6 +177,9 @@ class PackageSettings(_Strict):
     configs: dict[str, str] = Field(default_factory=dict)
     reuse: Literal["signature", "version"] = "signature"
     rebuild: int = Field(0, ge=0)
+    #: Under ``from-source``, take this package's wheel from the index (sha256 locked)
+    #: instead of building it.
+    prebuilt: bool = False
     signature: PolicyTable = Field(default_factory=lambda: PolicyTable.model_validate({}))
 
     def build_settings(self) -> dict[str, Any]:

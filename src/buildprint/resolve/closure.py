@@ -13,6 +13,7 @@ from packaging.utils import canonicalize_name
 
 from buildprint.errors import InputError
 from buildprint.resolve.lockfile import Lock, LockedBuildDeps
+from buildprint.resolve.markers import applies, this_environment
 
 __all__ = ["Locked", "with_dependencies"]
 
@@ -40,12 +41,15 @@ def with_dependencies(
     load: Callable[[list[Requirement], set[str]], list[N]],
     *,
     origin: Path,
+    environment: Mapping[str, str] | None = None,
 ) -> tuple[list[Requirement], list[N]]:
     """Add every install dependency, recursively, to the graph. ``load(requirements, new)``
     loads the graph again with the ``new`` names added. A dependency nobody pinned gets the
     newest version its requirers allow, once: that choice is locked (``lock.dependencies``)
     until ``lock --upgrade``. Requirers that disagree are an error naming them all (pin the
-    dependency to settle it), about ``origin`` (the project)."""
+    dependency to settle it), about ``origin`` (the project). Markers are evaluated in
+    ``environment`` (the build interpreter's; default: this one's)."""
+    environment = environment or this_environment()
     extras: dict[str, set[str]] = {}
     for requirement in requirements:
         extras.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
@@ -54,7 +58,7 @@ def with_dependencies(
         by_name = {node.name for node in nodes}
         new: dict[str, SpecifierSet] = {}
         grew = False
-        for _, requirement in _install_requirements(nodes, extras):
+        for _, requirement in _install_requirements(nodes, extras, environment):
             name: str = canonicalize_name(requirement.name)
             if not requirement.extras <= extras.setdefault(name, set()):
                 extras[name] |= requirement.extras
@@ -72,7 +76,7 @@ def with_dependencies(
     chosen = {node.name: node.version for node in nodes}
     conflicts = [
         f"{requirer} requires {requirement} but {chosen[name]} is chosen"
-        for requirer, requirement in _install_requirements(nodes, extras)
+        for requirer, requirement in _install_requirements(nodes, extras, environment)
         if not requirement.specifier.contains(
             chosen[name := canonicalize_name(requirement.name)], True
         )
@@ -88,16 +92,14 @@ def with_dependencies(
 
 
 def _install_requirements(
-    nodes: Sequence[Locked], extras: Mapping[str, set[str]]
+    nodes: Sequence[Locked], extras: Mapping[str, set[str]], environment: Mapping[str, str]
 ) -> list[tuple[str, Requirement]]:
-    """(requirer, requirement) for every install requirement that applies here: its marker
-    holds for this interpreter with no extra or with one the requirer was asked for."""
+    """(requirer, requirement) for every install requirement that applies: its marker holds
+    in ``environment`` with no extra or with one the requirer was asked for."""
     found = []
     for node in nodes:
         for text in node.locked.runtime or ():
             requirement = Requirement(text)
-            marker = requirement.marker
-            asked = ("", *sorted(extras.get(node.name, ())))
-            if marker is None or any(marker.evaluate({"extra": extra}) for extra in asked):
+            if applies(requirement, environment, extras.get(node.name, ())):
                 found.append((node.name, requirement))
     return found

@@ -44,7 +44,9 @@ __all__ = [
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 
 #: Where a user changes the indexes; every "not found"/"unreachable" message names it.
-INDEX_SETTINGS_HINT = "set `index-url` / `find-links` under [project] in buildprint.toml"
+INDEX_SETTINGS_HINT = (
+    "set `index-url` / `extra-index-url` / `find-links` under [project] in buildprint.toml"
+)
 
 _PEP691_JSON = "application/vnd.pypi.simple.v1+json"
 _ACCEPT = f"{_PEP691_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -240,7 +242,7 @@ def location_problem(
     assert path is not None
     if not path.exists():
         return f"{kind} {shown!r}: no such folder ({path})"
-    if kind == "index-url" and not path.is_dir():
+    if kind in ("index-url", "extra-index-url") and not path.is_dir():
         return f"{kind} {shown!r}: {path} is not a folder"
     return None
 
@@ -260,6 +262,19 @@ def newest_first(offered: Iterable[str | Version]) -> str:
     return f"{', '.join(names[:_LISTED])} … ({len(names)} {noun})"
 
 
+def _is_tree(root: Path | None) -> bool:
+    """True when local index folder ``root`` is a PEP 503 tree rather than a flat folder of
+    files (False for an http(s) index: ``root`` None)."""
+    if root is None:
+        return False
+    if (root / "index.html").is_file():
+        return True
+    try:
+        return any((child / "index.html").is_file() for child in root.iterdir() if child.is_dir())
+    except OSError:
+        return False
+
+
 def _mismatch(f: DistFile, actual: str) -> InputError:
     return InputError(
         f"sha256 mismatch for {f.filename}: expected {f.sha256} (published by the index "
@@ -269,13 +284,22 @@ def _mismatch(f: DistFile, actual: str) -> InputError:
 
 
 class PackageIndex:
-    """Where sources and build dependencies come from: one index plus any ``find-links``.
+    """Where sources and build dependencies come from: an index, any ``extra_index_urls``
+    and any ``find-links``.
 
     ``index_url`` may be an ``http(s)`` simple index (PEP 691 JSON preferred, PEP 503 HTML
     accepted), a ``file://`` URL or a plain folder (a PEP 503 tree ``<name>/index.html`` or a
-    flat folder of files). ``None`` means the public index. ``find_links`` are folders or
-    URLs of flat HTML file lists. Downloads are verified against the published sha256 and
-    kept content-addressed under ``cache_dir``.
+    flat folder of files). ``None`` means the public index. ``extra_index_urls`` are more
+    indexes of the same kinds. ``find_links`` are folders or URLs of flat HTML file lists.
+
+    All of them are one pool, as pip reads them: a package's files are those every index and
+    location offers (:meth:`files`), and the best version among them wins wherever it is
+    published. A file name offered by several is taken from the first that offers it:
+    ``index_url``, then the extra indexes in order, then the find-links. ``uv pip compile``
+    is given the same pool (``--index-strategy unsafe-best-match``, :meth:`uv_sources`).
+
+    Downloads are verified against the published sha256 and kept content-addressed under
+    ``cache_dir``.
     """
 
     def __init__(
@@ -284,11 +308,16 @@ class PackageIndex:
         find_links: Sequence[str] = (),
         cache_dir: Path | None = None,
         *,
+        extra_index_urls: Sequence[str] = (),
         timeout: float = 60.0,
         settings_file: str | Path | None = None,
         settings_line: int | None = None,
     ) -> None:
         self.index_url = (index_url or DEFAULT_INDEX_URL).rstrip("/")
+        main = self.index_url
+        self.extra_index_urls = tuple(
+            dict.fromkeys(u.rstrip("/") for u in extra_index_urls if u.rstrip("/") != main)
+        )
         #: Where ``index_url`` was set (``buildprint.toml`` and line), for messages about
         #: the index itself; None when it is the default or a command-line option.
         self.settings_file = str(settings_file) if settings_file is not None else None
@@ -331,27 +360,47 @@ class PackageIndex:
     def describe(self) -> str:
         """The configured sources, credentials removed, for messages."""
         where = [f"index-url {redact_url(self.index_url)}"]
+        where += [f"extra-index-url {redact_url(url)}" for url in self.extra_index_urls]
         where += [f"find-links {redact_url(link)}" for link in self.find_links]
         return ", ".join(where)
+
+    @property
+    def key(self) -> str:
+        """The indexes, as memo keys name what a choice was made from (the index URL alone
+        when there is no extra index, as before there could be)."""
+        return " ".join((self.index_url, *self.extra_index_urls))
 
     @property
     def index_path(self) -> Path | None:
         """The index as a local folder, or None when it is an http(s) URL."""
         return local_path(self.index_url)
 
+    @property
+    def extra_index_paths(self) -> list[Path]:
+        """The extra indexes that are local folders."""
+        return [path for url in self.extra_index_urls if (path := local_path(url)) is not None]
+
     def index_is_tree(self) -> bool:
         """True when a local index folder is a PEP 503 tree rather than a flat folder of files."""
-        root = self.index_path
-        if root is None:
-            return False
-        if (root / "index.html").is_file():
-            return True
-        try:
-            return any(
-                (child / "index.html").is_file() for child in root.iterdir() if child.is_dir()
-            )
-        except OSError:
-            return False
+        return _is_tree(self.index_path)
+
+    def uv_sources(self) -> list[tuple[Literal["index", "flat"], str]]:
+        """The indexes in precedence order as uv takes them: ``("index", URL)`` for an
+        http(s) index or a local PEP 503 tree (its ``file://`` URL), ``("flat", folder)``
+        for a flat folder of files (what uv calls find-links). The find-links are not
+        included."""
+        found: list[tuple[Literal["index", "flat"], str]] = []
+        for url in (self.index_url, *self.extra_index_urls):
+            root = local_path(url)
+            if root is None:
+                found.append(("index", url))
+            elif _is_tree(root):
+                found.append(("index", root.resolve().as_uri()))
+            elif (root / "simple").is_dir():
+                found.append(("index", (root / "simple").resolve().as_uri()))
+            else:
+                found.append(("flat", str(root.resolve())))
+        return found
 
     def _get(self, url: str, accept: str) -> httpx.Response | None:
         """GET ``url``; None on 404 (the package is not there), InputError on other failures."""
@@ -375,10 +424,10 @@ class PackageIndex:
 
     # -- listing ----------------------------------------------------------------------------
 
-    def _index_files(self, name: NormalizedName) -> list[DistFile]:
-        root = self.index_path
+    def _index_files(self, index_url: str, name: NormalizedName) -> list[DistFile]:
+        root = local_path(index_url)
         if root is None:
-            url = f"{self.index_url}/{name}/"
+            url = f"{index_url}/{name}/"
             response = self._get(url, _ACCEPT)
             if response is None:
                 return []
@@ -429,14 +478,16 @@ class PackageIndex:
         return files
 
     def files(self, name: str) -> list[DistFile]:
-        """Every sdist and wheel of ``name`` the index and find-links offer (first seen wins)."""
+        """Every sdist and wheel of ``name`` the indexes and find-links offer, all of them
+        (a file name offered twice: the first seen wins, in the order of the class doc)."""
         key = canonicalize_name(name)
         cached = self._pages.get(key)
         if cached is not None:
             return list(cached)
         found: dict[str, DistFile] = {}
-        for dist in self._index_files(key):
-            found.setdefault(dist.filename, dist)
+        for index_url in (self.index_url, *self.extra_index_urls):
+            for dist in self._index_files(index_url, key):
+                found.setdefault(dist.filename, dist)
         for link in self.find_links:
             for dist in self._find_links_files(link):
                 if dist.name == key:
@@ -448,6 +499,10 @@ class PackageIndex:
     def versions(self, name: str) -> list[Version]:
         """Versions of ``name`` on offer, ascending; versions with only yanked files left out."""
         return sorted({f.version for f in self.files(name) if not f.yanked})
+
+    def sdist_versions(self, name: str) -> list[Version]:
+        """Versions of ``name`` with an sdist that is not yanked, ascending."""
+        return sorted({f.version for f in self.files(name) if f.kind == "sdist" and not f.yanked})
 
     def _not_found(
         self, name: str, what: str, offered: Iterable[str | Version], none: str = ""

@@ -350,8 +350,9 @@ def explain_cycle(error: InputError, lock: Lock, describe: Callable[[str], str])
         f"dependency cycle in build requirements: {found.group(1)}: "
         + "; ".join(steps)
         + ". A package cannot be built with itself: drop one of these build requirements "
-        "(a patch of pyproject.toml [build-system] requires), or build that one from a wheel. "
-        "Nothing was locked or built."
+        "(a patch of pyproject.toml [build-system] requires), or take one as a wheel from the "
+        "index (leave it out of the requirements; with from-source, `prebuilt = true` in its "
+        "packages/<name>.toml). Nothing was locked or built."
     )
 
 

@@ -47,18 +47,20 @@ def tags_for(python_version: str) -> list[Tag]:
 
 
 def uv_index_args(index: PackageIndex) -> list[str]:
-    """The ``uv pip compile`` index options equivalent to ``index``'s sources."""
-    args: list[str] = []
-    root = index.index_path
-    if root is None:
-        args += ["--index-url", index.index_url]
-    elif index.index_is_tree():
-        args += ["--index-url", root.resolve().as_uri()]
-    elif (root / "simple").is_dir():
-        args += ["--index-url", (root / "simple").resolve().as_uri()]
-    else:
-        # A flat folder of files is what uv calls find-links; no index beside it.
-        args += ["--no-index", "--find-links", str(root.resolve())]
+    """The ``uv pip compile`` index options equivalent to ``index``'s sources. With extra
+    indexes, every index is searched and the best version wins, as ``PackageIndex`` does
+    (``--index-strategy unsafe-best-match``; docs/sources.md, "Several indexes")."""
+    sources = index.uv_sources()
+    urls = [where for kind, where in sources if kind == "index"]
+    # uv ranks every --extra-index-url (earlier first) above --index-url: the last index is
+    # given as --index-url, so that uv's order is PackageIndex's. A flat folder of files is
+    # what uv calls find-links; with no index beside it, --no-index.
+    args = ["--index-url", urls[-1]] if urls else ["--no-index"]
+    for url in urls[:-1]:
+        args += ["--extra-index-url", url]
+    args += [a for kind, where in sources if kind == "flat" for a in ("--find-links", where)]
+    if len(sources) > 1:
+        args += ["--index-strategy", "unsafe-best-match"]
     for link in index.find_links:
         path = local_path(link)
         args += ["--find-links", str(path.resolve()) if path is not None else link]

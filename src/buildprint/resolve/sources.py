@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from buildprint.inputs.archive import (
 )
 from buildprint.inputs.records import SCHEME as SOURCE_SCHEME
 from buildprint.inputs.tree import TreeMemo, tree_digest
-from buildprint.project.project import LocatedRequirement, is_pinned
+from buildprint.project.project import LocatedRequirement, Project, is_pinned
+from buildprint.project.project import where as written_at
 from buildprint.project.settings import SourceSpec
 from buildprint.resolve.direct import (
     DirectRef,
@@ -71,6 +72,9 @@ class ResolvedSource:
     #: is resolved anew by every plan. None for sources that cannot move, or whose files'
     #: state says whether they did (a ``local`` path that is not a git checkout).
     volatile: str | None = None
+    #: What the plan says about how the source was chosen (``certifi 2024.8.30: newest
+    #: with an sdist (2024.12.14 has wheels only)``); None when there is nothing to say.
+    note: str | None = None
 
     def provenance(self) -> dict[str, str | int | None]:
         found: dict[str, str | int | None] = {
@@ -107,15 +111,43 @@ def _sdist_name(filename: str) -> tuple[str, str] | None:
 
 def _at_requirement(requirement: Requirement, error: InputError) -> InputError:
     """``error`` (the index lacks what ``requirement`` asks for) at the requirement's file and
-    line (a command-line requirement has none); the index stays named in the text."""
+    line (a command-line requirement has none), naming the other lines it was merged from and
+    the constraints that narrowed it; the index stays named in the text."""
     if not isinstance(requirement, LocatedRequirement):
         return error
-    where = "" if requirement.file is not None else " (argument)"
+    if requirement.file is not None:
+        kind = ""
+    else:
+        kind = f" ({requirement.via})" if requirement.via else " (argument)"
     return InputError(
-        f"requirement{where} {requirement}: {error.message}",
+        f"requirement{kind} {requirement}{requirement.also()}: {error.message}",
         file=requirement.file,
         line=requirement.line,
     )
+
+
+def _hashes(requirement: Requirement) -> frozenset[str]:
+    """The ``--hash`` sha256 digests ``requirement`` carries (empty: none to check)."""
+    return requirement.hashes if isinstance(requirement, LocatedRequirement) else frozenset()
+
+
+def _hash_error(
+    requirement: Requirement, what: str, actual: str | None, hashes: frozenset[str]
+) -> InputError:
+    """The archive ``what`` (its sha256 ``actual``; None: not an archive) is none of the
+    ``--hash`` values of ``requirement``: at the line that gave them."""
+    assert isinstance(requirement, LocatedRequirement)
+    origin = requirement.hash_origin or requirement
+    listed = ", ".join(f"sha256:{h}" for h in sorted(hashes))
+    if actual is None:
+        problem = f"{what} is not an archive, so it has no sha256 to match --hash ({listed})"
+    else:
+        problem = (
+            f"{what} has sha256:{actual}, which is none of the --hash values "
+            f"({listed}); refusing to use it"
+        )
+    shown = "" if origin.file is not None else " (argument)"
+    return InputError(f"requirement{shown} {origin}: {problem}", file=origin.file, line=origin.line)
 
 
 class SourceResolver:
@@ -177,7 +209,46 @@ class SourceResolver:
         honoured and a package given by a direct reference and required otherwise too."""
         check_direct_references(requirements)
 
+    def check_hashes(self, requirements: Sequence[Requirement], project: Project) -> None:
+        """Resolve every requirement that has ``--hash`` values, so that an archive matching
+        none of them is refused before anything is locked or built (:meth:`resolve` checks
+        them). Sources whose sha256 is known beforehand (an index's published one, a ``url``
+        source's) are checked before they are downloaded."""
+        check_direct_references(requirements)
+        for requirement in requirements:
+            if _hashes(requirement):
+                settings = project.package_settings(requirement.name)
+                self.resolve(requirement, settings.source, project.settings_file(requirement.name))
+
     def resolve(
+        self, requirement: Requirement, spec: SourceSpec | None, settings_file: Path
+    ) -> ResolvedSource:
+        """The source of ``requirement`` (``spec``: its ``source`` setting, from
+        ``settings_file``). Its ``--hash`` values, when it has some, must include the
+        archive's sha256; the version must satisfy the constraints it carries (a source
+        whose version is not the index's choice: a path, a direct reference)."""
+        resolved = self._resolve(requirement, spec, settings_file)
+        hashes = _hashes(requirement)
+        if hashes:
+            actual = resolved.raw_sha256
+            if actual is None and resolved.dist is not None:
+                actual = self.index.sha256(resolved.dist)
+            if actual not in hashes:
+                what = resolved.dist.filename if resolved.dist else resolved.location
+                raise _hash_error(requirement, what, actual, hashes)
+        if isinstance(requirement, LocatedRequirement):
+            for constraint in requirement.constraints:
+                if not constraint.specifier.contains(resolved.version, prereleases=True):
+                    raise InputError(
+                        f"constraint {constraint}: {resolved.name} {resolved.version} "
+                        f"({resolved.location}, required at {written_at(requirement)}) is not "
+                        "a version it allows",
+                        file=constraint.file,
+                        line=constraint.line,
+                    )
+        return resolved
+
+    def _resolve(
         self, requirement: Requirement, spec: SourceSpec | None, settings_file: Path
     ) -> ResolvedSource:
         name = canonicalize_name(requirement.name)
@@ -199,6 +270,9 @@ class SourceResolver:
                     file=settings_file,
                 )
             assert spec.sha256 is not None  # validated with the settings
+            if _hashes(requirement) and spec.sha256 not in _hashes(requirement):
+                shown = redact_url(spec.url)
+                raise _hash_error(requirement, shown, spec.sha256, _hashes(requirement))
             dist = DistFile(
                 filename=spec.url.rsplit("/", 1)[-1],
                 url=spec.url,
@@ -213,9 +287,12 @@ class SourceResolver:
                 # The sha256 (or the URL) that does not hold is the settings file's.
                 where = exc.file or redact_url(spec.url)
                 raise InputError(f"source {where}: {exc.message}", file=settings_file) from None
+        note = None
         try:
-            version = self._pinned(requirement) or self._newest(requirement)
-            key = f"index:{self.index.index_url}:{name}:{version}"
+            version = self._pinned(requirement)
+            if version is None:
+                version, note = self._newest(requirement)
+            key = f"index:{self.index.key}:{name}:{version}"
             cached = self.memo.get(key)
             if cached is not None:
                 dist = DistFile(
@@ -230,10 +307,13 @@ class SourceResolver:
                 dist = self.index.find_sdist(name, version)
         except InputError as exc:
             raise _at_requirement(requirement, exc) from None
+        hashes = _hashes(requirement)
+        if hashes and dist.sha256 is not None and dist.sha256 not in hashes:
+            raise _hash_error(requirement, dist.filename, dist.sha256, hashes)  # not fetched
         resolved = self._from_dist(name, version, dist)
         if dist.sha256 is not None and not dist.is_local:
             self.memo.put(key, {"filename": dist.filename, "url": dist.url, "sha256": dist.sha256})
-        return resolved
+        return resolved if note is None else replace(resolved, note=note)
 
     def _location(self, path: Path) -> str:
         """Where a local source is, as recorded in the manifest: project-relative when inside
@@ -247,8 +327,11 @@ class SourceResolver:
     def _pinned(requirement: Requirement) -> str | None:
         return next(iter(requirement.specifier)).version if is_pinned(requirement) else None
 
-    def _newest(self, requirement: Requirement) -> str:
-        offered = self.index.versions(requirement.name)
+    def _newest(self, requirement: Requirement) -> tuple[str, str | None]:
+        """The newest version ``requirement`` allows that has an sdist (not yanked), and a
+        note when newer ones it allows have none (wheels only)."""
+        name = canonicalize_name(requirement.name)
+        offered = self.index.versions(name)
         candidates = [v for v in offered if v in requirement.specifier]
         if not candidates:
             listed = newest_first(offered) if offered else "none: the index has no files for it"
@@ -256,7 +339,33 @@ class SourceResolver:
                 f"no version of {requirement.name} matches {requirement} on "
                 f"{self.index.describe()}; offered: {listed} ({INDEX_SETTINGS_HINT})"
             )
-        return str(max(candidates))
+        with_sdist = self.index.sdist_versions(name)
+        chosen = [v for v in candidates if v in with_sdist]
+        if not chosen:
+            newest = (
+                f"the newest version with an sdist is {max(with_sdist)}"
+                if with_sdist
+                else "the index has no sdist of it at all"
+            )
+            raise InputError(
+                f"no version of {requirement.name} that {requirement} allows has an sdist on "
+                f"{self.index.describe()} ({newest_first(candidates)}: wheels only); "
+                f"{newest}; buildprint builds from sdists ({INDEX_SETTINGS_HINT})"
+            )
+        best = max(chosen)
+        skipped = [v for v in candidates if v > best]
+        if not skipped:
+            return str(best), None
+        yanked = {f.version for f in self.index.files(name) if f.kind == "sdist"}
+        why = [
+            f"{newest_first(group)} {'has' if len(group) == 1 else 'have'} {what}"
+            for group, what in (
+                ([v for v in skipped if v not in yanked], "wheels only"),
+                ([v for v in skipped if v in yanked], "only a yanked sdist"),
+            )
+            if group
+        ]
+        return str(best), f"{name} {best}: newest with an sdist ({'; '.join(why)})"
 
     def _local(
         self, name: str, requirement: Requirement, path: Path, settings_file: Path

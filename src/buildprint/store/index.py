@@ -6,26 +6,52 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar
 
 from packaging.utils import canonicalize_name
 
-from buildprint.errors import StoreError
+from buildprint.errors import InputError, StoreError
 from buildprint.store.record import ActionRecord
 
-__all__ = ["IndexEntry", "RecordIndex"]
+__all__ = [
+    "LISTED_CANDIDATES",
+    "MIN_ABBREVIATION",
+    "PREFIX_COUNT",
+    "PREFIX_QUERY",
+    "IndexEntry",
+    "RecordIndex",
+    "reads_as_signature",
+]
 
 log = logging.getLogger("buildprint.store")
 
 _T = TypeVar("_T")
 
 _SCHEMA = 1
+
+#: The rows whose signature lies in [?, ?), in order, at most ? of them: a prefix lookup
+#: (:meth:`RecordIndex.with_prefix`), answered from the primary key's index.
+PREFIX_QUERY = (
+    "SELECT signature, name, version, created, components FROM records"
+    " WHERE signature >= ? AND signature < ? ORDER BY signature LIMIT ?"
+)
+#: How many rows :data:`PREFIX_QUERY`'s range holds, from the same index.
+PREFIX_COUNT = "SELECT count(*) FROM records WHERE signature >= ? AND signature < ?"
+#: The fewest hex digits an abbreviated signature may have (git's minimum too).
+MIN_ABBREVIATION = 4
+#: How many candidates the error for an ambiguous abbreviation lists.
+LISTED_CANDIDATES = 10
+#: Digits of each candidate's signature the error shows (more when they agree on as many).
+_SHOWN_DIGITS = 12
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -37,6 +63,12 @@ class IndexEntry:
     version: str
     created: str
     components: dict[str, str]
+
+
+def reads_as_signature(text: str) -> bool:
+    """Whether ``text`` is written like a signature or an abbreviation of one: at most 64
+    hex digits, either case (:meth:`RecordIndex.resolve` says when there are too few)."""
+    return 0 < len(text) <= 64 and _HEX.fullmatch(text.lower()) is not None
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -102,6 +134,75 @@ class RecordIndex:
             )
             for row in rows
         ]
+
+    def with_prefix(self, prefix: str, limit: int = 11) -> tuple[list[IndexEntry], int]:
+        """Rows whose signature starts with ``prefix`` (lowercase hex), at most ``limit`` of
+        them in signature order, and how many there are in all.
+
+        :data:`PREFIX_QUERY` is a range on the primary key's index
+        (``prefix <= signature < prefix + "g"``: every character after the prefix is a hex
+        digit, and each is below ``g``), never a table scan, so resolving a short signature
+        costs about the same in a store of a million records.
+        """
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            raise ValueError(f"{prefix!r} is not a lowercase hex prefix")
+        bounds = (prefix, prefix + "g")
+
+        def query() -> tuple[list[tuple[str, str, str, str, str]], int]:
+            conn = self._connection()
+            rows = conn.execute(PREFIX_QUERY, (*bounds, limit)).fetchall()
+            total = len(rows)
+            if total >= limit:
+                total = conn.execute(PREFIX_COUNT, bounds).fetchone()[0]
+            return rows, total
+
+        rows, total = self._run(query)
+        return [
+            IndexEntry(
+                signature=row[0],
+                name=row[1],
+                version=row[2],
+                created=row[3],
+                components=json.loads(row[4]),
+            )
+            for row in rows
+        ], total
+
+    def resolve(self, abbreviation: str, *, file: str | Path | None = None) -> str:
+        """The one indexed signature that starts with ``abbreviation`` (hex, either case), as
+        git takes a short hash for the commit it names.
+
+        ``InputError`` (at ``file``) when the abbreviation has fewer than
+        :data:`MIN_ABBREVIATION` digits or is not hex, when no record's signature starts
+        with it, or when several do: that error lists up to :data:`LISTED_CANDIDATES` of
+        them (name, version, the first 12 digits, or as many as tell them apart), by
+        signature.
+        """
+        prefix = abbreviation.lower()
+        if _HEX.fullmatch(prefix) is None or len(prefix) > 64:
+            raise InputError(f"{abbreviation!r} is not a signature (hex digits)", file=file)
+        if len(prefix) < MIN_ABBREVIATION:
+            raise InputError(
+                f"signature abbreviation {abbreviation!r} is too short: give at least "
+                f"{MIN_ABBREVIATION} hex digits",
+                file=file,
+            )
+        entries, total = self.with_prefix(prefix, LISTED_CANDIDATES + 1)
+        if total == 0:
+            raise InputError(f"no stored build has a signature starting with {prefix}", file=file)
+        if total == 1:
+            return entries[0].signature
+        shown = entries[:LISTED_CANDIDATES]
+        agree = max(_shared(a.signature, b.signature) for a, b in pairwise(shown))
+        digits = max(_SHOWN_DIGITS, agree + 1)
+        lines = [f"  {e.name} {e.version} {e.signature[:digits]}" for e in shown]
+        if total > len(shown):
+            lines.append(f"  … and {total - len(shown)} more")
+        raise InputError(
+            f"signature abbreviation {prefix} is ambiguous: {total} stored builds start "
+            "with it (give more digits):\n" + "\n".join(lines),
+            file=file,
+        )
 
     def refresh(
         self,
@@ -327,6 +428,16 @@ class RecordIndex:
             return self._record_file(signature).stat().st_ino == inode
         except FileNotFoundError:
             return False
+
+
+def _shared(a: str, b: str) -> int:
+    """How many leading characters two signatures share."""
+    length = 0
+    for x, y in zip(a, b, strict=True):
+        if x != y:
+            break
+        length += 1
+    return length
 
 
 def _upsert(conn: sqlite3.Connection, record: ActionRecord) -> None:

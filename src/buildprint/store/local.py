@@ -516,6 +516,11 @@ class LocalStore:
         """Index rows for ``name`` (newest first), for ranking without reading records."""
         return self._index.entries(name, version)
 
+    def resolve_signature(self, abbreviation: str) -> str:
+        """The stored signature ``abbreviation`` (a unique prefix) names; ``InputError`` when
+        it is too short, names none or several (``RecordIndex.resolve``)."""
+        return self._index.resolve(abbreviation, file=self.root)
+
     # -- maintenance -----------------------------------------------------------------
 
     def verify(self) -> list[str]:
