@@ -1,6 +1,6 @@
 """Benchmark: bootstrap a real closure from source, buildprint against fromager (issue 12).
 
-Run ``python3 bench/bench_bootstrap.py [--keep] [--cache DIR] [--noop-runs 3] [-j 1]``.
+Run ``python3 bench/bench_bootstrap.py [--keep] [--cache DIR] [--noop-runs 3] [-j 1] [--phases]``.
 
 The closure is the one of ``tests/e2e/test_bootstrap.py``: the 13 pinned PyPI sdists of
 ``tests/support/bootstrap.py`` (setuptools, wheel, flit_core, packaging, hatchling, pathspec,
@@ -42,6 +42,19 @@ interleaved (fromager cold, buildprint cold, then fromager and buildprint no-op 
 change of load on the shared machine hits both; the no-op figure is the best of
 ``--noop-runs``. Targets (issue 12): buildprint cold at most 0.5x fromager's, no-op at most
 0.1x; a miss is printed as ``MISSED``, not an error.
+
+Both tools run with their defaults otherwise: fromager with its network isolation
+(``unshare -cn`` around builds, when the kernel allows it; reported), one package at a time
+(``-j`` is its limit within one build: ``MAKEFLAGS`` and the like); buildprint with ``-j``
+parallel builds (1 by default). ``PYTHONDONTWRITEBYTECODE`` is removed from both tools'
+environments (a plain shell's), and buildprint's own byte-code goes to ``<cache>/pycache``
+(``PYTHONPYCACHEPREFIX``), so that the editable install neither recompiles its modules at
+every start nor writes into the source tree; fromager's installed modules have their
+``.pyc`` from pip. ``--version`` of each tool is timed too: the start-up floor of a no-op.
+``--phases`` adds one more cold buildprint build in a child interpreter with its steps
+timed (``bench_fromager.py``'s ``run_phases``: locking, environments, backend hooks, store).
+The bench exits non-zero when a tool fails or a check above does not hold (the work folder
+is then kept, and the message names the log).
 """
 
 from __future__ import annotations
@@ -76,6 +89,7 @@ from bench.bench_fromager import (  # noqa: E402
     code_state,
     fromager_venv,
     offline_env,
+    run_phases,
     serve,
 )
 from tests.support.bootstrap import BOOTSTRAP_SDISTS, fill_cache  # noqa: E402
@@ -134,6 +148,17 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
+def tool_env(extra: dict[str, str]) -> dict[str, str]:
+    """:func:`offline_env` (plus ``extra``) without ``PYTHONDONTWRITEBYTECODE``: each tool runs
+    as from a plain shell. (The sessions on this machine set it; with it, the editable
+    buildprint would compile its modules from source at every start, while fromager's,
+    installed by pip, have their ``.pyc``; and fromager's builds, which get the caller's
+    environment, would not write byte-code as they do by default.)"""
+    env = offline_env(extra)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def _timed(command: Sequence[str], log: Path, env: dict[str, str], cwd: Path) -> tuple[float, int]:
     """Run ``command`` (output to ``log``) after an ``os.sync()``; wall seconds, exit code."""
     os.sync()
@@ -172,13 +197,19 @@ def buildprint_project(root: Path, index_url: str) -> Path:
     return root
 
 
+def buildprint_env(uv_cache: Path, pycache: Path) -> dict[str, str]:
+    """buildprint's byte-code goes to ``pycache`` (``PYTHONPYCACHEPREFIX``), not into the
+    source tree of the editable install. It reaches buildprint's own interpreter only: builds
+    and uv get an environment buildprint constructs (``docs/build-environment.md``)."""
+    return tool_env({"UV_CACHE_DIR": str(uv_cache), "PYTHONPYCACHEPREFIX": str(pycache)})
+
+
 def run_buildprint(
-    project: Path, phase: str, expect: str, jobs: int, uv_cache: Path, want: dict[str, str]
+    project: Path, phase: str, expect: str, jobs: int, env: dict[str, str], want: dict[str, str]
 ) -> Run:
     """``buildprint build --json`` in ``project``; every package of ``want`` must be
     ``expect`` (``built`` or ``reused``) at its version, with its wheel in the wheelhouse."""
     command = [*buildprint_script(), "build", "-p", str(project), "-j", str(jobs), "--json"]
-    env = offline_env({"UV_CACHE_DIR": str(uv_cache)})
     log = project.parent / f"buildprint-{phase.replace(' ', '-')}.log"
     load, code = _load(), code_state()
     os.sync()
@@ -215,9 +246,11 @@ def run_buildprint(
             f"unexpected: {extra}{why}; wheels missing from the wheelhouse: "
             f"{sorted(set(want) - wheels)}; see {log}"
         )
+    own = sum(float(p.get("seconds", 0.0)) for p in packages)
+    run.details.append(f"{expect}: {', '.join(sorted(got))}")
     run.details.append(
-        f"{expect}: {', '.join(sorted(got))}; per-package seconds in --json: "
-        f"{sum(float(p.get('seconds', 0.0)) for p in packages):.2f} s"
+        f"per-package seconds in --json (sign + {expect}): {own:.2f} s; the rest of the wall "
+        f"time, {seconds - own:.2f} s: start, graph (locking, when there is no lock), plan"
     )
     return run
 
@@ -246,6 +279,13 @@ def _wheel_files(base: Path) -> dict[str, tuple[str, int]]:
         str(parse_wheel_filename(w.name)[0]): (w.name, w.stat().st_mtime_ns)
         for w in (base / "wheels-repo" / "downloads").glob("*.whl")
     }
+
+
+def fromager_env(venv: Path) -> dict[str, str]:
+    # fromager runs `uv` from PATH: the one installed beside it.
+    env = tool_env({"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"})
+    env.pop("VIRTUAL_ENV", None)
+    return env
 
 
 _LOGGED = re.compile(r"\bINFO ([A-Za-z0-9_.-]+): (built wheel for version|found existing wheel)")
@@ -277,9 +317,7 @@ def run_fromager(
         "-r",
         str(base / "requirements.txt"),
     ]
-    # fromager runs `uv` from PATH: the one installed beside it.
-    env = offline_env({"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"})
-    env.pop("VIRTUAL_ENV", None)
+    env = fromager_env(venv)
     before = _wheel_files(base)
     log = base / f"fromager-{phase.replace(' ', '-')}.log"
     load = _load()
@@ -335,12 +373,13 @@ def run_fromager(
 # -- report ------------------------------------------------------------------------------------
 
 
-def startup_floor(command: Sequence[str], rounds: int = 3) -> float:
-    """Best wall time of ``command`` (``--version``): the interpreter start and imports."""
+def startup_floor(command: Sequence[str], env: dict[str, str], rounds: int = 3) -> float:
+    """Best wall time of ``command`` (``--version``): the interpreter start and imports (the
+    first round also writes buildprint's byte-code, once)."""
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
-        subprocess.run(command, capture_output=True, check=True)
+        subprocess.run(command, capture_output=True, env=env, check=True)
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -408,12 +447,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cache",
         type=Path,
         default=DEFAULT_CACHE,
-        help=f"holds the fromager virtualenv, kept between runs ({DEFAULT_CACHE})",
+        help=f"the fromager virtualenv and buildprint's byte-code, kept ({DEFAULT_CACHE})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op reruns per tool (3)")
-    parser.add_argument("--jobs", "-j", type=int, default=1, help="-j for both tools (1)")
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="buildprint -j, fromager --jobs (its limit within one build) (1)",
+    )
     parser.add_argument("--fromager", default="fromager", help="pip spec (fromager)")
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="one more cold buildprint build, its steps timed (bench_fromager.py's --phases)",
+    )
     args = parser.parse_args(argv)
     if args.noop_runs < 1 or args.jobs < 1:
         parser.error("--noop-runs and --jobs must be at least 1")
@@ -432,9 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         venv, fromager_version = fromager_venv(cache, args.fromager)
         make_index(root / "index", sdists)
         index_url = stack.enter_context(serve(root / "index"))
+        uv_cache = root / "buildprint" / "uv-cache"
+        bp_env = buildprint_env(uv_cache, cache / "pycache")
         floors = {
-            "fromager": startup_floor([str(venv / "bin" / "fromager"), "--version"]),
-            "buildprint": startup_floor([*buildprint_script(), "--version"]),
+            "fromager": startup_floor(
+                [str(venv / "bin" / "fromager"), "--version"], fromager_env(venv)
+            ),
+            "buildprint": startup_floor([*buildprint_script(), "--version"], bp_env),
         }
         _log(f"{len(want)} sdists (no wheels) from {sdists} served at {index_url}")
         _log(f"fromager: {fromager_version} ({venv})")
@@ -442,7 +496,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         fromager_base = fromager_folder(root / "fromager", index_url, sorted(want))
         project = buildprint_project(root / "buildprint" / "project", index_url)
-        uv_cache = root / "buildprint" / "uv-cache"
         runs: list[Run] = []
 
         def step(run: Run) -> None:
@@ -452,13 +505,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log("fromager bootstrap, cold ...")
         step(run_fromager(venv, fromager_base, "cold", "built", args.jobs, index_url, want))
         _log("buildprint build, cold ...")
-        step(run_buildprint(project, "cold", "built", args.jobs, uv_cache, want))
+        step(run_buildprint(project, "cold", "built", args.jobs, bp_env, want))
         for number in range(1, args.noop_runs + 1):
             phase = f"no-op {number}"
             _log(f"fromager bootstrap, {phase} ...")
             step(run_fromager(venv, fromager_base, phase, "reused", args.jobs, index_url, want))
             _log(f"buildprint build, {phase} ...")
-            step(run_buildprint(project, phase, "reused", args.jobs, uv_cache, want))
+            step(run_buildprint(project, phase, "reused", args.jobs, bp_env, want))
 
         _log()
         for line in report(runs, floors, want, args.jobs):
@@ -469,6 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _log(f"{run.tool} {run.phase}{f' ({run.note})' if run.note else ''}:")
                 for line in run.details:
                     _log(f"  {line}")
+        if args.phases:
+            _log("\nbuildprint, one more cold build with its steps timed (--phases) ...")
+            phases = buildprint_project(root / "buildprint" / "phases", index_url)
+            for line in run_phases(phases, len(want), args.jobs, root / "buildprint" / "uv-phases"):
+                _log(line)
         if args.keep:
             _log(f"\nkept: {root}")
         failed[0] = False

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -63,7 +63,7 @@ from buildprint.resolve.lockfile import (
     load_lock,
     save_lock,
 )
-from buildprint.resolve.markers import marker_environment
+from buildprint.resolve.markers import marker_environment, this_environment
 from buildprint.resolve.sources import SourceResolver
 from buildprint.signature.diff import Change, diff
 from buildprint.signature.manifest import Manifest
@@ -306,6 +306,16 @@ class Engine:
         problems = list(cache.problems) if cache else []
         return [*problems, *self._unmatched_settings()]
 
+    @property
+    def notes(self) -> list[str]:
+        """What the run did besides what it was asked (build tools built while locking)."""
+        return [
+            f"{o.decision.node.name} {o.decision.node.version}: {o.done} while locking what "
+            "builds with it"
+            for o in self._early.values()
+            if o.done != "reused"
+        ]
+
     def _unmatched_settings(self) -> list[str]:
         """Warnings for ``packages/*.toml`` files the run's packages do not read (with
         ``--with-deps``, known only once the graph was loaded)."""
@@ -372,9 +382,7 @@ class Engine:
         for file in self.options.constraint_files:
             read_constraints(file, files, constraints)
         self._constraints = constraints
-        combined = combine_requirements(
-            found, constraints, lambda: marker_environment(self._working_python())
-        )
+        combined = combine_requirements(found, constraints, self._marker_environment)
         if not combined:
             raise InputError(
                 "nothing to build: the environment marker of every requirement is false for "
@@ -382,6 +390,13 @@ class Engine:
                 file=self.project.root,
             )
         return combined
+
+    def _marker_environment(self) -> Mapping[str, str]:
+        """What requirement markers are evaluated with: the build interpreter's values (asked
+        of it when ``[project] python`` is set; no process otherwise)."""
+        if self.project.settings.project.python is None:
+            return this_environment()
+        return marker_environment(self._working_python())
 
     def graph(self, *, upgrade: bool = False) -> list[PackageNode]:
         """The package graph in dependency order; packages not locked yet (with ``upgrade``,
@@ -422,6 +437,9 @@ class Engine:
             build_now=self._build_now,
             prebuilt=self.preparer.prebuilt,
             environment=environment,
+            constrain=lambda wanted: apply_constraints(
+                wanted, self._constraints, environment, via="a build requirement"
+            ),
         )
 
         def load(wanted: list[Requirement], new: set[str]) -> list[PackageNode]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_requirements_pip import _other_interpreter
 from tests.support.cli import build, plan, run_cli
 from tests.support.indexes import make_wheel
 from tests.support.sdists import make_sdist
@@ -21,11 +23,12 @@ SETUPTOOLS = 'requires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_m
 
 def _sdist(folder: Path, name: str, requires: str, dependencies: list[str]) -> Path:
     module = name.replace("-", "_")
+    listed = ", ".join(f"'{d}'" for d in dependencies)  # TOML literal strings
     pyproject = (
         f"[build-system]\n{requires}\n[project]\n"
-        f'name = "{name}"\nversion = "1.0"\ndependencies = {dependencies!r}\n\n'
+        f'name = "{name}"\nversion = "1.0"\ndependencies = [{listed}]\n\n'
         f'[tool.setuptools]\npackages = ["{module}"]\n'
-    ).replace("'", '"')
+    )
     return make_sdist(folder, name, "1.0", "setuptools", {"pyproject.toml": pyproject})
 
 
@@ -142,3 +145,77 @@ def test_a_prebuilt_package_with_patches_is_refused(prebuilt_project: Path) -> N
     assert refused.code == 2
     assert "packages/dep.toml" in refused.stderr and "prebuilt" in refused.stderr
     assert not (prebuilt_project / "buildprint.lock").exists()
+
+
+def test_with_deps_markers_are_evaluated_for_the_build_interpreter(
+    tmp_path: Path, backend_wheels: Path
+) -> None:
+    other = _other_interpreter()
+    if other is None:
+        pytest.skip("no other CPython of another minor version runs here")
+    python, version = other
+    ours = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sdists = tmp_path / "sdists"
+    wanted = [f'lib; python_version == "{version}"', f'other; python_version == "{ours}"']
+    _sdist(sdists, "app", SETUPTOOLS, wanted)
+    for name in ("lib", "other"):
+        _sdist(sdists, name, SETUPTOOLS, [])
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "buildprint.toml").write_text(
+        f'[project]\nindex-url = "{backend_wheels}"\nfind-links = ["{sdists}"]\n'
+        f'python = "{python}"\n'
+    )
+    (root / "requirements.txt").write_text("app==1.0\n")
+    assert set(plan(root, "--with-deps")) == {"app", "lib"}
+
+
+def test_a_build_cycle_is_broken_by_a_prebuilt_seed(tmp_path: Path, backend_wheels: Path) -> None:
+    sdists, wheels = tmp_path / "sdists", tmp_path / "wheels"
+    for name, other in (("alpha", "beta"), ("beta", "alpha")):
+        requires = (
+            f'requires = ["setuptools>=64", "{other}"]\nbuild-backend = "setuptools.build_meta"\n'
+        )
+        _sdist(sdists, name, requires, [])
+    make_wheel(wheels, "beta", "1.0")
+    root = tmp_path / "project"
+    (root / "packages").mkdir(parents=True)
+    (root / "buildprint.toml").write_text(
+        f'[project]\nindex-url = "{backend_wheels}"\nfind-links = ["{sdists}", "{wheels}"]\n'
+    )
+    (root / "requirements.txt").write_text("alpha==1.0\nbeta==1.0\n")
+    cycle = run_cli(root, "plan")
+    assert cycle.code == 2
+    assert "dependency cycle in build requirements: alpha -> beta -> alpha" in cycle.stderr
+    (root / "packages" / "beta.toml").write_text("prebuilt = true\n")
+    built = build(root)
+    assert {n: e["action"] for n, e in built.items()} == {"beta": "built", "alpha": "built"}
+    assert "prebuilt" in built["beta"]["reason"]
+    edges = run_cli(root, "plan", "--json").json()["edges"]
+    assert [(e["dependent"], e["dependency"]) for e in edges] == [("alpha", "beta")]
+
+
+def test_from_source_adds_build_tools_narrowed_by_constraints(
+    tmp_path: Path, backend_wheels: Path
+) -> None:
+    sdists = tmp_path / "sdists"
+    for version in ("1.0", "2.0"):
+        make_sdist(sdists, "plug", version, "setuptools")
+    requires = 'requires = ["setuptools>=64", "plug"]\nbuild-backend = "setuptools.build_meta"\n'
+    _sdist(sdists, "app", requires, [])
+    root = tmp_path / "project"
+    (root / "packages").mkdir(parents=True)
+    # The fixture index has setuptools as a wheel only: the seed every package builds with.
+    (root / "packages" / "setuptools.toml").write_text("prebuilt = true\n")
+    (root / "buildprint.toml").write_text(
+        f'[project]\nindex-url = "{backend_wheels}"\nfind-links = ["{sdists}"]\n'
+        "from-source = true\n"
+    )
+    (root / "requirements.txt").write_text("app==1.0\n")
+    (root / "constraints.txt").write_text("plug<2\n")
+    built = build(root, "-c", "constraints.txt")
+    assert {n: (e["action"], e["version"]) for n, e in built.items() if n != "setuptools"} == {
+        "plug": ("built", "1.0"),
+        "app": ("built", "1.0"),
+    }
+    assert built["setuptools"]["action"] == "built" and "prebuilt" in built["setuptools"]["reason"]

@@ -243,6 +243,8 @@ def plan(
     with _engine(**options) as engine:
         entries = engine.plan_entries()
         _warn(engine.problems)
+    for note in engine.notes:
+        err.print(f"note: {note}", highlight=False)
     if as_json:
         packages = [render.decision_json(e) for e in entries]
         edges = graph.edges_json(entries)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -264,18 +264,21 @@ def _plugin_summary(value: CanonicalValue | object) -> str:
     return f"{module} (hooks {', '.join(hooks)})" if hooks else f"{module} (no hooks)"
 
 
-def manifest_table(manifest: Manifest) -> Table:
-    table = Table(
-        title=f"{manifest.package.name} {manifest.package.version}  signature {manifest.signature}"
-        f"  (scheme {manifest.scheme})",
-        title_justify="left",
+def manifest_table(manifest: Manifest) -> Group:
+    """``show``: a heading line (name, version, the whole signature, scheme), then a row per
+    component. The heading is a line of its own, not the table's title, which rich would wrap
+    to the table's width, splitting the signature a script copies."""
+    heading = Text(
+        f"{manifest.package.name} {manifest.package.version}  signature {manifest.signature}"
+        f"  (scheme {manifest.scheme})"
     )
+    table = Table()
     table.add_column("component")
     table.add_column("digest")
     table.add_column("value", overflow="fold")
     for name, component in manifest.components.items():
         table.add_row(name, component.digest[:16], _short(component.value, 100))
-    return table
+    return Group(heading, table)
 
 
 def record_json(record: ActionRecord) -> dict[str, Any]:

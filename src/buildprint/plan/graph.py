@@ -152,8 +152,8 @@ class GraphLoader:
     the graph's where they are in it, else pinned from the index); that closure is a
     package's ``deps``, and each is built before it. With ``from_source``, every build
     requirement (and, through ``--with-deps``, every install requirement) joins the graph,
-    built from its sdist, except packages whose settings say ``prebuilt = true`` (their index
-    wheels are pinned). Locking a package runs its backend, so the graph's build tools it
+    built from its sdist, or taken as its index wheel (sha256 locked) when its settings say
+    ``prebuilt = true``. Locking a package runs its backend, so the graph's build tools it
     needs are built first, through ``build_now``: bootstrapping in dependency order.
     """
 
@@ -169,6 +169,7 @@ class GraphLoader:
         build_now: BuildNow | None = None,
         prebuilt: PrebuiltStep | None = None,
         environment: Mapping[str, str] | None = None,
+        constrain: Callable[[list[Requirement]], list[Requirement]] = list,
     ) -> None:
         self.project = project
         self.resolver = resolver
@@ -178,6 +179,8 @@ class GraphLoader:
         self.from_source = from_source
         self.build_now = build_now
         self.prebuilt = prebuilt
+        #: Narrows the requirements the graph grows by (the run's constraints, ``-c``).
+        self.constrain = constrain
         self.environment: Mapping[str, str] = environment or this_environment()
         #: Build requirements the graph grew by (``from_source``), kept across loads.
         self.added: dict[str, Requirement] = {}
@@ -380,9 +383,11 @@ class GraphLoader:
             return True
         if not self.from_source:
             return False
+        (wanted,) = self.constrain([Requirement(f"{name}{req.specifier}")])
         kept = self.lock.dependencies.get(name)
-        pin = f"=={kept}" if kept and req.specifier.contains(kept, prereleases=True) else ""
-        self.added[name] = self._wanted[name] = Requirement(f"{name}{pin or req.specifier}")
+        if kept and wanted.specifier.contains(kept, prereleases=True):
+            wanted = Requirement(f"{name}=={kept}")
+        self.added[name] = self._wanted[name] = wanted
         return True
 
     def provide(self, requester: str, requirements: Sequence[str]) -> Provided:
