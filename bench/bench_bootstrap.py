@@ -1,6 +1,7 @@
 """Benchmark: bootstrap a real closure from source, buildprint against fromager (issue 12).
 
-Run ``python3 bench/bench_bootstrap.py [--keep] [--cache DIR] [--noop-runs 3] [-j 1] [--phases]``.
+Run ``python3 bench/bench_bootstrap.py [--keep] [--cache DIR] [--cold-runs 1] [--noop-runs 3]
+[-j 1] [--phases] [--fromager SPEC]``.
 
 The closure is the one of ``tests/e2e/test_bootstrap.py``: the 13 pinned PyPI sdists of
 ``tests/support/bootstrap.py`` (setuptools, wheel, flit_core, packaging, hatchling, pathspec,
@@ -38,10 +39,12 @@ the log; it never times a partial closure as the whole one). Both tools build th
 
 External networks are unreachable during the timed runs (``HTTP(S)_PROXY``/``ALL_PROXY`` to a
 closed local port, ``NO_PROXY`` for 127.0.0.1, as ``bench_fromager.py`` does). Runs are
-interleaved (fromager cold, buildprint cold, then fromager and buildprint no-op in turn) so a
-change of load on the shared machine hits both; the no-op figure is the best of
-``--noop-runs``. Targets (issue 12): buildprint cold at most 0.5x fromager's, no-op at most
-0.1x; a miss is printed as ``MISSED``, not an error.
+interleaved so that a change of load on the shared machine hits both tools: ``--cold-runs``
+rounds of one cold run each (fresh folders every round, the tool that goes first
+alternating), then ``--noop-runs`` rounds of one no-op each over the last cold round's
+output. The table shows the best run of each tool and phase, every run, and the ratios of
+the best runs and of the medians. Targets (issue 12): buildprint cold at most 0.5x
+fromager's, no-op at most 0.1x; a miss is printed as ``MISSED``, not an error.
 
 Both tools run with their defaults otherwise: fromager with its network isolation
 (``unshare -cn`` around builds, when the kernel allows it; reported), one package at a time
@@ -389,38 +392,50 @@ def _ratio(a: float, b: float, target: float) -> str:
     return f"{share:.2f}x (target <= {target}x: {'met' if share <= target else 'MISSED'})"
 
 
+def _seconds(runs: Sequence[Run], tool: str, kind: str) -> list[float]:
+    return [r.seconds for r in runs if r.tool == tool and r.phase.startswith(kind)]
+
+
 def report(
     runs: Sequence[Run], floors: dict[str, float], want: dict[str, str], jobs: int
 ) -> list[str]:
     lines = [
-        f"{len(want)} packages, all from sdists, -j {jobs}; runs interleaved in this order: "
+        f"{len(want)} packages, all from sdists, -j {jobs}; runs in this order: "
         + ", ".join(f"{r.tool} {r.phase}" for r in runs),
         "",
-        f"{'tool':<11} {'cold s':>8} {'no-op s (best)':>15} {'no-op runs s':>22} "
-        f"{'built cold / reused':>20} {'load 1m cold':>13}",
-        "-" * 95,
+        f"{'tool':<11} {'cold s':>8} {'no-op s':>8} {'built / reused':>15} "
+        f"{'load 1m':>8}  all runs s (cold | no-op)",
+        "-" * 100,
     ]
-    figures: dict[str, tuple[float, float]] = {}
+    best: dict[str, tuple[float, float]] = {}
     for tool in ("fromager", "buildprint"):
-        tool_runs = [r for r in runs if r.tool == tool]
-        cold = next(r for r in tool_runs if r.phase == "cold")
-        noops = [r.seconds for r in tool_runs if r.phase.startswith("no-op")]
-        figures[tool] = (cold.seconds, min(noops))
-        runs_text = " ".join(f"{s:.2f}" for s in noops)
+        cold, noop = _seconds(runs, tool, "cold"), _seconds(runs, tool, "no-op")
+        best[tool] = (min(cold), min(noop))
+        loads = [r.load[0] for r in runs if r.tool == tool]
         lines.append(
-            f"{tool:<11} {cold.seconds:8.2f} {min(noops):15.2f} {runs_text:>22} "
-            f"{f'{len(want)} / {len(want)}':>20} {cold.load[0]:6.1f}>{cold.load[1]:<6.1f}"
+            f"{tool:<11} {min(cold):8.2f} {min(noop):8.2f} "
+            f"{f'{len(want)} / {len(want)}':>15} {statistics.median(loads):8.1f}  "
+            + " ".join(f"{x:.2f}" for x in cold)
+            + " | "
+            + " ".join(f"{x:.2f}" for x in noop)
         )
-    (f_cold, f_noop), (b_cold, b_noop) = figures["fromager"], figures["buildprint"]
+    (f_cold, f_noop), (b_cold, b_noop) = best["fromager"], best["buildprint"]
+    medians = {
+        kind: statistics.median(_seconds(runs, "buildprint", kind))
+        / statistics.median(_seconds(runs, "fromager", kind))
+        for kind in ("cold", "no-op")
+    }
     lines += [
+        "(cold s, no-op s: the best run of each; load 1m: the median 1-minute load average at"
+        f" the start of the tool's runs, on {os.cpu_count()} cores; the machine is shared)",
         "",
-        f"buildprint/fromager cold:  {_ratio(b_cold, f_cold, TARGET_COLD)}",
-        f"buildprint/fromager no-op: {_ratio(b_noop, f_noop, TARGET_NOOP)} (best runs; "
-        f"median of runs {_median_ratio(runs)})",
+        f"buildprint/fromager cold:  {_ratio(b_cold, f_cold, TARGET_COLD)}; "
+        f"ratio of medians {medians['cold']:.2f}x",
+        f"buildprint/fromager no-op: {_ratio(b_noop, f_noop, TARGET_NOOP)}; "
+        f"ratio of medians {medians['no-op']:.2f}x",
         "",
-        "startup floor (best `--version`, interpreter start and imports): "
+        "start-up floor (best `--version`: interpreter start and imports): "
         + ", ".join(f"{tool} {s:.2f} s" for tool, s in floors.items()),
-        f"(load 1m: before>after, on {os.cpu_count()} cores; the machine is shared)",
     ]
     codes = {r.code for r in runs if r.code}
     if len(codes) > 1 or any("code changed" in r.note for r in runs):
@@ -429,16 +444,6 @@ def report(
             f"(states {', '.join(sorted(codes))}): its runs did not all run the same code"
         )
     return lines
-
-
-def _median_ratio(runs: Sequence[Run]) -> str:
-    noop = {
-        tool: statistics.median(
-            r.seconds for r in runs if r.tool == tool and r.phase.startswith("no-op")
-        )
-        for tool in ("fromager", "buildprint")
-    }
-    return f"{noop['buildprint'] / noop['fromager']:.2f}x"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"the fromager virtualenv and buildprint's byte-code, kept ({DEFAULT_CACHE})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--cold-runs", type=int, default=1, help="cold runs per tool (1)")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op reruns per tool (3)")
     parser.add_argument(
         "--jobs",
@@ -465,8 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one more cold buildprint build, its steps timed (bench_fromager.py's --phases)",
     )
     args = parser.parse_args(argv)
-    if args.noop_runs < 1 or args.jobs < 1:
-        parser.error("--noop-runs and --jobs must be at least 1")
+    if min(args.cold_runs, args.noop_runs, args.jobs) < 1:
+        parser.error("--cold-runs, --noop-runs and --jobs must be at least 1")
     cache = args.cache.expanduser().resolve()
     want = closure()
 
@@ -482,30 +488,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         venv, fromager_version = fromager_venv(cache, args.fromager)
         make_index(root / "index", sdists)
         index_url = stack.enter_context(serve(root / "index"))
-        uv_cache = root / "buildprint" / "uv-cache"
-        bp_env = buildprint_env(uv_cache, cache / "pycache")
+        pycache = cache / "pycache"
         floors = {
             "fromager": startup_floor(
                 [str(venv / "bin" / "fromager"), "--version"], fromager_env(venv)
             ),
-            "buildprint": startup_floor([*buildprint_script(), "--version"], bp_env),
+            "buildprint": startup_floor(
+                [*buildprint_script(), "--version"], buildprint_env(root / "uv-none", pycache)
+            ),
         }
         _log(f"{len(want)} sdists (no wheels) from {sdists} served at {index_url}")
         _log(f"fromager: {fromager_version} ({venv})")
         _log(f"buildprint: {buildprint_script()[0]}\n")
 
-        fromager_base = fromager_folder(root / "fromager", index_url, sorted(want))
-        project = buildprint_project(root / "buildprint" / "project", index_url)
         runs: list[Run] = []
 
         def step(run: Run) -> None:
             runs.append(run)
             _log(f"  {run.seconds:.2f} s")
 
-        _log("fromager bootstrap, cold ...")
-        step(run_fromager(venv, fromager_base, "cold", "built", args.jobs, index_url, want))
-        _log("buildprint build, cold ...")
-        step(run_buildprint(project, "cold", "built", args.jobs, bp_env, want))
+        # -- cold: fresh folders each round, the first tool alternating ----------------------
+        for number in range(1, args.cold_runs + 1):
+            phase = "cold" if args.cold_runs == 1 else f"cold {number}"
+            fromager_base = fromager_folder(
+                root / "fromager" / f"cold-{number}", index_url, sorted(want)
+            )
+            bp_root = root / "buildprint" / f"cold-{number}"
+            project = buildprint_project(bp_root / "project", index_url)
+            bp_env = buildprint_env(bp_root / "uv-cache", pycache)
+            for tool in ("fromager", "buildprint")[:: 1 if number % 2 else -1]:
+                if tool == "fromager":
+                    _log(f"fromager bootstrap, {phase} ...")
+                    step(
+                        run_fromager(
+                            venv, fromager_base, phase, "built", args.jobs, index_url, want
+                        )
+                    )
+                else:
+                    _log(f"buildprint build, {phase} ...")
+                    step(run_buildprint(project, phase, "built", args.jobs, bp_env, want))
+        # -- no-op: again over the last cold round's output, in turn -------------------------
         for number in range(1, args.noop_runs + 1):
             phase = f"no-op {number}"
             _log(f"fromager bootstrap, {phase} ...")
@@ -517,8 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in report(runs, floors, want, args.jobs):
             _log(line)
         _log()
+        shown: set[tuple[str, str]] = set()
         for run in runs:
-            if run.phase in ("cold", "no-op 1"):
+            kind = run.phase.split()[0]
+            if (run.tool, kind) not in shown:
+                shown.add((run.tool, kind))
                 _log(f"{run.tool} {run.phase}{f' ({run.note})' if run.note else ''}:")
                 for line in run.details:
                     _log(f"  {line}")

@@ -238,6 +238,7 @@ class Engine:
             remotes=self.remote_cache,
             force=self.options.force,
             reuse_by_version=self.options.reuse_by_version,
+            tags=lambda: self.preparer.tags,
         )
 
     @cached_property

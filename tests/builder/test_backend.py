@@ -8,13 +8,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from threading import Barrier, Thread
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from pyproject_hooks import BuildBackendWarning
 
 from buildprint.builder.backend import (
     CONSTRUCTED,
@@ -24,6 +27,7 @@ from buildprint.builder.backend import (
     build_wheel,
     get_requires_for_build_wheel,
     read_build_system,
+    warnings_to_log,
 )
 from buildprint.builder.environment import BuildEnvironment
 from buildprint.errors import BuildFailed, InputError
@@ -393,3 +397,42 @@ def test_environment_installs_only_the_given_wheels(
             env.install([tmp_path / "nope-1.0-py3-none-any.whl"])
         assert caught.value.file == str(tmp_path / "nope-1.0-py3-none-any.whl")
     assert not env.path.exists()
+
+
+def test_warnings_go_to_the_log_of_the_thread_that_emits_them(tmp_path: Path) -> None:
+    """Builds run on several threads at once: each one's warnings land in its own log, even
+    when one leaves while another is still inside (what catch_warnings got wrong), and a
+    thread outside any build keeps the handler it had."""
+    elsewhere: list[str] = []
+    before = warnings.showwarning
+    warnings.showwarning = lambda message, *args: elsewhere.append(str(message))
+    both_inside, first_left = Barrier(2), Barrier(2)
+
+    def build(name: str, leaves_first: bool) -> None:
+        with warnings_to_log(tmp_path / f"{name}.log"):
+            both_inside.wait(timeout=10)
+            if leaves_first:
+                warnings.warn_explicit(f"{name} early", BuildBackendWarning, "setup.py", 3)
+        if leaves_first:
+            first_left.wait(timeout=10)
+            return
+        first_left.wait(timeout=10)
+        with warnings_to_log(tmp_path / f"{name}.log"):
+            warnings.warn_explicit(f"{name} late", BuildBackendWarning, "setup.py", 4)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a caller's filters do not reach backend warnings
+            threads = [Thread(target=build, args=a) for a in (("one", True), ("two", False))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            warnings.simplefilter("always")
+            warnings.warn("not in any build", UserWarning, stacklevel=1)
+    finally:
+        warnings.showwarning = before
+    one, two = ((tmp_path / f"{n}.log").read_text() for n in ("one", "two"))
+    assert one == "warning from the backend: BuildBackendWarning: one early (setup.py:3)\n"
+    assert two == "warning from the backend: BuildBackendWarning: two late (setup.py:4)\n"
+    assert elsewhere == ["not in any build"]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from buildprint.store.local import LocalStore
+from tests.e2e.test_requirements_pip import _other_interpreter
 from tests.support.cli import (
     PackageSpec,
     build,
@@ -374,3 +375,19 @@ def test_c_extension_builds_and_imports(tmp_path: Path, backend_wheels: Path) ->
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "42"
     assert actions(plan(project)) == {"cfast": "reuse"}
+
+
+def test_reuse_by_version_needs_a_wheel_the_build_interpreter_installs(
+    tmp_path: Path, backend_wheels: Path
+) -> None:
+    other = _other_interpreter()
+    if other is None:
+        pytest.skip("no other CPython of another minor version runs here")
+    specs = [PackageSpec("cfast", backend="c-ext", settings='reuse = "version"\n')]
+    project = write_project(tmp_path / "cproject", backend_wheels, specs)
+    assert build(project)["cfast"]["action"] == "built"
+    toml = project / "buildprint.toml"
+    toml.write_text(toml.read_text().replace("[project]\n", f'[project]\npython = "{other[0]}"\n'))
+    # The stored wheel is a cp3X extension of this interpreter: another one cannot install
+    # it, whatever its version says.
+    assert plan(project)["cfast"]["action"] == "build"

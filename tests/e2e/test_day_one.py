@@ -152,9 +152,7 @@ def test_why_names_the_plugin_hook_whose_code_changed(tmp_path: Path, backend_wh
     assert why["action"] == "build"
     assert why["changed"] == ["plugin/hooks/update_env"]
     (change,) = why["changes"]
-    assert re.fullmatch(r"[0-9a-f]{64}", change["old"]) and re.fullmatch(
-        "[0-9a-f]{64}", change["new"]
-    )
+    assert all(re.fullmatch("[0-9a-f]{64}", change[side]) for side in ("old", "new"))
     human = checked(run_cli(project, "why", "mypkg")).stdout
     line = next(line for line in human.splitlines() if "plugin" in line)
     assert line.endswith(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+from rich.markup import escape
 
 from buildprint import Engine, Options
 from buildprint.cli import graph, render
@@ -213,13 +214,13 @@ def build(
         # The table's caption carries the counts per outcome.
         out.print(render.summary_table(outcomes, "build"))
         for outcome in failed:
-            err.print(f"[red]{outcome.decision.node.name}[/]: {outcome.error}")
+            err.print(f"[red]{outcome.decision.node.name}[/]: {escape(outcome.error or '')}")
     sys.exit(1 if failed else 0)
 
 
 def _warn(problems: Sequence[str]) -> None:
     for problem in problems:
-        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
 
 
 def _live_progress(
@@ -244,7 +245,7 @@ def plan(
         entries = engine.plan_entries()
         _warn(engine.problems)
     for note in engine.notes:
-        err.print(f"note: {note}", highlight=False)
+        err.print(f"note: {note}", highlight=False, markup=False)
     if as_json:
         packages = [render.decision_json(e) for e in entries]
         edges = graph.edges_json(entries)
@@ -309,7 +310,8 @@ def why(name: str, project: Path, store: Path | None, as_json: bool) -> None:
     if explanation.closest is None:
         out.print(
             f"{decision.node.name} {decision.node.version}: {decision.action} —"
-            f" {decision.reason}; no stored build to compare with"
+            f" {decision.reason}; no stored build to compare with",
+            markup=False,
         )
         return
     out.print(
@@ -397,7 +399,9 @@ def lock(
         nodes = engine.lock(upgrade=upgrade)
     for node in nodes:
         pins = ", ".join(f"{w.name}=={w.version}" for w in node.locked.wheels)
-        out.print(f"{node.name} {node.version}: {node.lock_error or pins or '(none)'}")
+        out.print(
+            f"{node.name} {node.version}: {node.lock_error or pins or '(none)'}", markup=False
+        )
     failed = [node.name for node in nodes if node.lock_error]
     if failed:
         raise BuildFailed(f"could not lock {', '.join(failed)}")
@@ -629,7 +633,11 @@ def cache_gc(
         return
     for record in report.records:
         what = f"{record.name} {record.version}" if record.name else "(unreadable record)"
-        out.print(f"removed {what} {record.signature[:16]}: {record.reason}", highlight=False)
+        out.print(
+            f"removed {what} {record.signature[:16]}: {record.reason}",
+            highlight=False,
+            markup=False,
+        )
     if report.quarantined:
         out.print(f"moved {report.quarantined} damaged blob(s) to quarantine/")
     out.print(
@@ -734,4 +742,4 @@ def publish(repository_url: str, project: Path, as_json: bool) -> None:
         click.echo(render.dump_json({"published": [r.__dict__ for r in results]}))
     else:
         for result in results:
-            out.print(f"{result.wheel}: {result.status}", highlight=False)
+            out.print(f"{result.wheel}: {result.status}", highlight=False, markup=False)

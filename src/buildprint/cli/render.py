@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -215,13 +216,14 @@ def summary_table(rows: Sequence[Decision | PlanEntry] | Sequence[Outcome], titl
         ]
         if isinstance(row, Outcome):
             cells.append(duration(row.seconds))
-        cells.append(outcome_why(row) if isinstance(row, Outcome) else why(entry))
+        reason = outcome_why(row) if isinstance(row, Outcome) else why(entry)
+        cells.append(escape(reason))  # a reason's [signature] is text, not markup
         table.add_row(*cells)
     return table
 
 
 def changes_tree(label: str, changes: Sequence[Change]) -> Tree:
-    tree = Tree(label)
+    tree = Tree(Text(label))
 
     def add(node: Tree, change: Change) -> None:
         branch = node.add(Text.assemble((change.path, "bold"), ": ", _change_text(change)))

@@ -4,11 +4,12 @@ the remotes, and ``reuse``, ``fetch``, ``build`` or ``pending``."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from packaging.utils import canonicalize_name
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from buildprint.errors import InputError
 from buildprint.plan.decision import Decision, pending
@@ -50,12 +51,16 @@ class Planner:
         remotes: RemoteLookup | None = None,
         force: Iterable[str] = (),
         reuse_by_version: Iterable[str] = (),
+        tags: Callable[[], frozenset[Tag]] | None = None,
     ) -> None:
         self.collector = collector
         self.store = store
         self.remotes = remotes
         self.force = {canonicalize_name(n) for n in force}
         self.reuse_by_version = {canonicalize_name(n) for n in reuse_by_version}
+        #: The wheel tags the build interpreter installs: a wheel reused by version must
+        #: carry one (None: any).
+        self.tags = tags
         #: Remote answers so far, by signature (None: no remote has it).
         self._remote_answers: dict[str, ActionRecord | None] = {}
 
@@ -96,7 +101,10 @@ class Planner:
         closest = self.closest(node, manifest)
         changes = diff(closest[1], manifest, self.lookup_manifest) if closest else []
         if not forced and (node.settings.reuse == "version" or node.name in self.reuse_by_version):
-            same_version = next(iter(self.store.find(node.name, node.version)), None)
+            same_version = next(
+                (r for r in self.store.find(node.name, node.version) if self._installable(r)),
+                None,
+            )
             if same_version is not None:
                 old = Manifest.from_json(
                     same_version.manifest, source=f"store:{same_version.signature}"
@@ -118,6 +126,15 @@ class Planner:
             changes=tuple(changes),
             reason=reason,
             closest=closest[0].signature if closest else None,
+        )
+
+    def _installable(self, record: ActionRecord) -> bool:
+        """Whether every wheel of ``record`` installs on the build interpreter."""
+        if self.tags is None:
+            return True
+        tags = self.tags()
+        return all(
+            not tags.isdisjoint(parse_wheel_filename(a.filename)[3]) for a in record.artifacts
         )
 
     def lookup_manifest(self, signature: str) -> Manifest | None:
