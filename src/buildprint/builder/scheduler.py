@@ -346,20 +346,7 @@ class Builder:
             final = embed_manifest(
                 built, manifest.to_bytes(), work / "final", build_tag=node.settings.rebuild
             )
-            sha = self.store.put_blob(final)
-            record = ActionRecord(
-                signature=manifest.signature,
-                name=node.name,
-                version=node.version,
-                manifest=manifest.to_json(),
-                artifacts=(
-                    Artifact(final.name, sha, final.stat().st_size, artifact_digest(final)),
-                ),
-            )
-            self.store.put_record(record)
-            self.wheelhouse.add(final, final.name, sha)
-            if self.push is not None:
-                self.push(record)
+            record = self._store(node, manifest, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Outcome(decision, "built", record, log=log if log.exists() else None)
@@ -368,7 +355,12 @@ class Builder:
         """A ``prebuilt = true`` package: its locked index wheel (sha256 checked), stored
         and placed as it is, byte for byte (no manifest embedded)."""
         node = decision.node
-        wheel = self.preparer.wheels(node.locked.wheels)[0]
+        record = self._store(node, manifest, self.preparer.wheels(node.locked.wheels)[0])
+        return Outcome(decision, "built", record, note="prebuilt: the index wheel, as locked")
+
+    def _store(self, node: PackageNode, manifest: Manifest, wheel: Path) -> ActionRecord:
+        """Store ``wheel`` as ``node``'s build under ``manifest``, place it in the
+        wheelhouse and push it (when pushing)."""
         sha = self.store.put_blob(wheel)
         record = ActionRecord(
             signature=manifest.signature,
@@ -381,7 +373,7 @@ class Builder:
         self.wheelhouse.add(wheel, wheel.name, sha)
         if self.push is not None:
             self.push(record)
-        return Outcome(decision, "built", record, note="prebuilt: the index wheel, as locked")
+        return record
 
     def _dep_wheels(
         self, node: PackageNode, deps: Mapping[str, DepResult], folder: Path

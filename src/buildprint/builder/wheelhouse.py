@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
-import json
 import os
 import threading
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from packaging.utils import (
     BuildTag,
@@ -24,6 +22,7 @@ from packaging.version import Version
 
 from buildprint.errors import StoreError
 from buildprint.fsio import copy_file_hashing, place_atomic, stat_key, write_atomic
+from buildprint.store.memo import Memo
 
 __all__ = ["Wheelhouse"]
 
@@ -31,41 +30,6 @@ __all__ = ["Wheelhouse"]
 #: bytes written (before, it held what a record claimed): an older memo is not trusted.
 _MEMO = ".placed.json"
 _OLD_MEMO = ".digests.json"
-
-
-class _Placed:
-    """The memo ``simple/.placed.json``: wheel file name -> {state, sha256} of what was
-    written. Loaded once, saved atomically when changed; a missing or corrupt file is an
-    empty memo (it only saves work, it never decides anything)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._dirty = False
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            self._data: dict[str, Any] = data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            self._data = {}
-
-    def get(self, filename: str) -> Any:
-        return self._data.get(filename)
-
-    def put(self, filename: str, value: Any) -> None:
-        if self._data.get(filename) != value:
-            self._data[filename] = value
-            self._dirty = True
-
-    def drop(self, filename: str) -> None:
-        if self._data.pop(filename, None) is not None:
-            self._dirty = True
-
-    def names(self) -> list[str]:
-        return list(self._data)
-
-    def save(self) -> None:
-        if self._dirty:
-            write_atomic(self.path, json.dumps(self._data, sort_keys=True).encode("utf-8"))
-            self._dirty = False
 
 
 def _release(filename: str) -> tuple[NormalizedName, Version, BuildTag] | None:
@@ -96,7 +60,7 @@ class Wheelhouse:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._digests = _Placed(root / "simple" / _MEMO)
+        self._digests = Memo(root / "simple" / _MEMO)
         #: Projects (normalized names) whose page no longer lists what is on disk.
         self._stale: set[str] = set()
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from packaging.utils import canonicalize_name
 
@@ -124,16 +124,7 @@ class RecordIndex:
             params.append(version)
         query += " ORDER BY created DESC, signature"
         rows = self._run(lambda: self._connection().execute(query, params).fetchall())
-        return [
-            IndexEntry(
-                signature=row[0],
-                name=row[1],
-                version=row[2],
-                created=row[3],
-                components=json.loads(row[4]),
-            )
-            for row in rows
-        ]
+        return [_entry(row) for row in rows]
 
     def with_prefix(self, prefix: str, limit: int = 11) -> tuple[list[IndexEntry], int]:
         """Rows whose signature starts with ``prefix`` (lowercase hex), at most ``limit`` of
@@ -157,16 +148,7 @@ class RecordIndex:
             return rows, total
 
         rows, total = self._run(query)
-        return [
-            IndexEntry(
-                signature=row[0],
-                name=row[1],
-                version=row[2],
-                created=row[3],
-                components=json.loads(row[4]),
-            )
-            for row in rows
-        ], total
+        return [_entry(row) for row in rows], total
 
     def resolve(self, abbreviation: str, *, file: str | Path | None = None) -> str:
         """The one indexed signature that starts with ``abbreviation`` (hex, either case), as
@@ -451,4 +433,11 @@ def _upsert(conn: sqlite3.Connection, record: ActionRecord) -> None:
             record.created,
             json.dumps(record.component_digests(), sort_keys=True),
         ),
+    )
+
+
+def _entry(row: Sequence[Any]) -> IndexEntry:
+    """An index row (signature, name, version, created, components) as an entry."""
+    return IndexEntry(
+        signature=row[0], name=row[1], version=row[2], created=row[3], components=json.loads(row[4])
     )

@@ -36,6 +36,15 @@ class Memo:
                 self._data[key] = value
                 self._dirty = True
 
+    def drop(self, key: str) -> None:
+        with self._lock:
+            if self._data.pop(key, None) is not None:
+                self._dirty = True
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._data)
+
     def save(self) -> None:
         with self._lock:
             if not self._dirty:
