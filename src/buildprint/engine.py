@@ -427,7 +427,7 @@ class Engine:
         lock, from_source = self.lock_data, self.from_source
         with_deps = self.options.with_deps or from_source
         before = (dict(lock.packages), dict(lock.dependencies))
-        environment = marker_environment(self._working_python())
+        environment = self._marker_environment()
         loader = GraphLoader(
             self.project,
             self.resolver,
