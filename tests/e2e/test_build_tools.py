@@ -6,15 +6,18 @@ instead, sha256 locked, byte for byte."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_corruption import _AUDITED_CLI
 from tests.e2e.test_requirements_pip import _other_interpreter
-from tests.support.cli import build, plan, run_cli
+from tests.support.cli import build, cli_env, plan, run_cli
 from tests.support.indexes import make_wheel
 from tests.support.sdists import make_sdist
 
@@ -219,3 +222,22 @@ def test_from_source_adds_build_tools_narrowed_by_constraints(
         "app": ("built", "1.0"),
     }
     assert built["setuptools"]["action"] == "built" and "prebuilt" in built["setuptools"]["reason"]
+
+
+def test_a_noop_build_from_a_folder_index_reads_no_sdist(tool_project: Path) -> None:
+    build(tool_project)
+    # A folder of sdists publishes no sha256: each is digested once per state, then memoized.
+    log = tool_project.parent / "opened"
+    done = subprocess.run(
+        [sys.executable, "-c", _AUDITED_CLI, str(log), "build", "--json"],
+        cwd=tool_project,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {e["action"] for e in json.loads(done.stdout)["packages"]} == {"reused"}
+    opened = log.read_text().splitlines()
+    assert opened, "the audit hook saw nothing"
+    assert [path for path in opened if path.endswith(".tar.gz")] == []

@@ -3,6 +3,7 @@ dependency order."""
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -347,17 +348,17 @@ class GraphLoader:
         """``requirements`` of ``requester``'s build, split between the graph (with the
         install requirements of what it takes from there, recursively) and the index."""
         split = _Split({}, [], [])
-        queue = deque((Requirement(text), frozenset[str](), False) for text in requirements)
+        queue = deque((text, frozenset[str](), False) for text in requirements)
         while queue:
-            req, extras, inherited = queue.popleft()
+            text, extras, inherited = queue.popleft()
+            req = _parsed(text)
             if not applies(req, self.environment, extras):
                 continue
             dep = canonicalize_name(req.name)
             if dep == requester or not self._in_graph(dep, req):
-                req.marker = None
-                split.index.append(str(req))
+                split.index.append(_unmarked(text))
                 if inherited:
-                    split.inherited.append(str(req))
+                    split.inherited.append(_unmarked(text))
                 continue
             node = self._node(dep, runtime=True)
             if not req.specifier.contains(node.version, prereleases=True):
@@ -371,9 +372,7 @@ class GraphLoader:
             if known is not None and req.extras <= known:
                 continue
             asked = split.built[dep] = (known or set()) | req.extras
-            queue.extend(
-                (Requirement(text), frozenset(asked), True) for text in node.locked.runtime or ()
-            )
+            queue.extend((text, frozenset(asked), True) for text in node.locked.runtime or ())
         return split
 
     def _in_graph(self, name: str, req: Requirement) -> bool:
@@ -458,6 +457,21 @@ class _Context:
 
     def provide(self, requirements: Sequence[str]) -> Provided:
         return self.loader.provide(self.name, requirements)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> Requirement:
+    """A requirement read once per process (graphs ask for the same ones many times); not
+    to be changed by callers."""
+    return Requirement(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _unmarked(text: str) -> str:
+    """``text`` without its marker (evaluated already), for the index."""
+    req = Requirement(text)
+    req.marker = None
+    return str(req)
 
 
 def _topological(nodes: Mapping[str, PackageNode]) -> list[PackageNode]:

@@ -575,6 +575,10 @@ class SourceResolver:
     def _from_dist(self, name: str, version: str, dist: DistFile) -> ResolvedSource:
         key = f"sha256:{SOURCE_SCHEME}:{dist.sha256}" if dist.sha256 else None
         cached = self.memo.get(key) if key else None
+        if cached is None and key is None and dist.is_local:
+            # A folder index publishes no sha256: its file is digested once per state, as a
+            # local archive is (a no-op plan reads no archive).
+            cached = self._archive(dist.local_path)
         if cached is None:
             path = self.index.download(dist)
             found = archive_digest(path, limits=self.limits)
