@@ -90,6 +90,7 @@ from bench.bench_fromager import (  # noqa: E402
     _remove_unless_failed,
     _sha256,
     code_state,
+    fromager_command,
     fromager_venv,
     offline_env,
     run_phases,
@@ -299,23 +300,7 @@ def run_fromager(
 ) -> Run:
     """``fromager bootstrap`` in ``base`` (cold: fresh folders; no-op: over their output)."""
     command = [
-        str(venv / "bin" / "fromager"),
-        "--sdists-repo",
-        str(base / "sdists-repo"),
-        "--wheels-repo",
-        str(base / "wheels-repo"),
-        "--work-dir",
-        str(base / "work"),
-        "--settings-file",
-        str(base / "settings.yaml"),  # absent: fromager's defaults
-        "--settings-dir",
-        str(base / "settings"),
-        "--patches-dir",
-        str(base / "patches"),
-        "--variant",
-        "cpu",
-        "--jobs",
-        str(jobs),
+        *fromager_command(venv, base, jobs),
         "bootstrap",
         "-r",
         str(base / "requirements.txt"),

@@ -273,6 +273,30 @@ class Run:
         return self.seconds / self.packages
 
 
+def fromager_command(venv: Path, base: Path, jobs: int) -> list[str]:
+    """``fromager`` with its folders under ``base`` and ``jobs`` workers (the subcommand
+    follows)."""
+    return [
+        str(venv / "bin" / "fromager"),
+        "--sdists-repo",
+        str(base / "sdists-repo"),
+        "--wheels-repo",
+        str(base / "wheels-repo"),
+        "--work-dir",
+        str(base / "work"),
+        "--settings-file",
+        str(base / "settings.yaml"),  # absent: fromager's defaults
+        "--settings-dir",
+        str(base / "settings"),
+        "--patches-dir",
+        str(base / "patches"),
+        "--variant",
+        "cpu",
+        "--jobs",
+        str(jobs),
+    ]
+
+
 def run_fromager(
     venv: Path,
     base: Path,
@@ -295,23 +319,7 @@ def run_fromager(
     order = base / "build-order.json"
     order.write_text(json.dumps(build_order(index_url, files, names), indent=2))
     command = [
-        str(venv / "bin" / "fromager"),
-        "--sdists-repo",
-        str(base / "sdists-repo"),
-        "--wheels-repo",
-        str(base / "wheels-repo"),
-        "--work-dir",
-        str(base / "work"),
-        "--settings-file",
-        str(base / "settings.yaml"),  # absent: fromager's defaults
-        "--settings-dir",
-        str(base / "settings"),
-        "--patches-dir",
-        str(base / "patches"),
-        "--variant",
-        "cpu",
-        "--jobs",
-        str(jobs),
+        *fromager_command(venv, base, jobs),
         *options,
         "build-sequence",
         str(order),

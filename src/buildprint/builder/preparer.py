@@ -181,13 +181,7 @@ class Preparer:
             found = self._resolve([text], [], settings_file)
             pin = next(w for w in found if canonicalize_name(w.name) == name)
         wheel = fetch_pinned(pin, self.index)
-        with zipfile.ZipFile(wheel) as archive:
-            metadata = next(
-                n
-                for n in archive.namelist()
-                if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-            )
-            runtime = requires_dist(archive.read(metadata).decode("utf-8", errors="replace"))
+        runtime = _wheel_requirements(wheel, settings_file)
         source = ResolvedSource(
             name,
             pin.version,
@@ -241,3 +235,26 @@ class Preparer:
                 if entry.is_dir() and abandoned(entry.name):
                     shutil.rmtree(entry, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix=f"{owner_tag()}.{what}.", dir=self.work_root))
+
+
+def _wheel_requirements(wheel: Path, settings_file: Path) -> list[str]:
+    """``Requires-Dist`` of a prebuilt wheel; a file that is no wheel is bad input at the
+    package's settings (which asked for it)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = [
+                n
+                for n in archive.namelist()
+                if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            ]
+            if len(names) != 1:
+                raise InputError(
+                    f"prebuilt wheel {wheel.name} has {len(names)} .dist-info/METADATA files "
+                    "(a wheel has one)",
+                    file=settings_file,
+                )
+            return requires_dist(archive.read(names[0]).decode("utf-8", errors="replace"))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(
+            f"prebuilt wheel {wheel.name} cannot be read: {exc}", file=settings_file
+        ) from None

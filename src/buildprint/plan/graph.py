@@ -277,8 +277,9 @@ class GraphLoader:
             self._lock(node, locked, runtime=runtime)
         else:
             node.locked = locked
-            node.deps = self._build_closure(node)
-            if not self._pins_cover(node):
+            split = self._split(locked.requires, name)
+            node.deps = tuple(sorted(split.built))
+            if not _pins_cover(locked, split):
                 self._lock(node, locked, runtime=runtime)
         return node
 
@@ -332,17 +333,6 @@ class GraphLoader:
     def _build_closure(self, node: PackageNode) -> tuple[str, ...]:
         """The graph's packages in ``node``'s build environment."""
         return tuple(sorted(self._split(node.locked.requires, node.name).built))
-
-    def _pins_cover(self, node: PackageNode) -> bool:
-        """Whether the lock's index wheels still hold the install requirements of the
-        graph's build tools that are not built here (they move with the tool's version)."""
-        pins = {canonicalize_name(w.name): w.version for w in node.locked.wheels}
-        for text in self._split(node.locked.requires, node.name).inherited:
-            req = Requirement(text)
-            version = pins.get(canonicalize_name(req.name))
-            if version is None or not req.specifier.contains(version, prereleases=True):
-                return False
-        return True
 
     def _split(self, requirements: Sequence[str], requester: str) -> _Split:
         """``requirements`` of ``requester``'s build, split between the graph (with the
@@ -457,6 +447,18 @@ class _Context:
 
     def provide(self, requirements: Sequence[str]) -> Provided:
         return self.loader.provide(self.name, requirements)
+
+
+def _pins_cover(locked: LockedBuildDeps, split: _Split) -> bool:
+    """Whether the lock's index wheels still hold the install requirements of the graph's
+    build tools that are not built here (they move with the tool's version)."""
+    pins = {canonicalize_name(w.name): w.version for w in locked.wheels}
+    for text in split.inherited:
+        req = _parsed(text)
+        version = pins.get(canonicalize_name(req.name))
+        if version is None or not req.specifier.contains(version, prereleases=True):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)
