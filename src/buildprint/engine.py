@@ -74,6 +74,7 @@ from buildprint.store.memo import Memo
 from buildprint.store.record import ActionRecord
 
 if TYPE_CHECKING:
+    from buildprint.cluster.coordinator import ClusterExecutor
     from buildprint.publish import Published
     from buildprint.store.cache import PushReport, RemoteCache, RemoteListing
     from buildprint.store.remote import Remote, RemoteTimeouts
@@ -344,6 +345,8 @@ class Engine:
             self.index.close()
         if "store" in opened:
             self.store.close()
+        if opened.get("executor") is not None:
+            opened["executor"].close()
         if "_tools_folder" in opened:
             shutil.rmtree(opened["_tools_folder"], ignore_errors=True)
         if "preparer" in opened:
@@ -528,9 +531,11 @@ class Engine:
         return [d.entry() for d in decisions]
 
     def build(self, jobs: int = 1, progress: Progress | None = None) -> list[Outcome]:
-        """Build what changed with ``jobs`` workers; reuse or fetch the rest. A failed build
-        fails its dependents, not the run: see each :class:`Outcome`."""
+        """Build what changed with ``jobs`` workers (or, with an executor, as tasks on its
+        cluster); reuse or fetch the rest. A failed build fails its dependents, not the run:
+        see each :class:`Outcome`."""
         self._jobs, self._progress = jobs, progress
+        _ = self.executor  # a cluster build without a shared remote is bad input, first
         cache = self.remote_cache
         if cache is not None:
             # What the plan already finds on a remote is fetched up front, all at once
@@ -565,6 +570,51 @@ class Engine:
             self.preparer.logs,
             fetch=cache.fetch if cache else None,
             push=cache.push if cache and any(r.writable for r in cache.remotes) else None,
+            remote_build=self.executor.build if self.executor else None,
+        )
+
+    @property
+    def executor_url(self) -> str | None:
+        """Where builds run: ``--executor``, else ``[executor] url``; None: here."""
+        return self.options.executor or self.project.settings.executor.url
+
+    @cached_property
+    def executor(self) -> ClusterExecutor | None:
+        """The cluster builds run on (connected when the first build is submitted), or None.
+        It needs a writable remote its workers share: without one, bad input at once."""
+        url = self.executor_url
+        if url is None:
+            return None
+        from buildprint.project.settings import executor_problem
+
+        problem = executor_problem(url)
+        if problem is not None:
+            raise InputError(f"--executor: {problem}")
+        writable = [r.url for r in self.project.settings.remote if r.write]
+        writable += list(self.options.remotes)
+        cache = self.remote_cache
+        if not writable or cache is None:
+            raise InputError(
+                f"a cluster build ({url}) needs a remote its workers share and can write: "
+                "a [[remote]] with write = true, or --remote URL",
+                file=self.project.root / "buildprint.toml",
+            )
+        from buildprint.cluster.coordinator import ClusterExecutor
+        from buildprint.urls import redact_url
+
+        return ClusterExecutor(
+            url,
+            remote=next(r for r in cache.remotes if r.writable),
+            remote_url=redact_url(writable[0]),
+            cache=cache,
+            project=self.project,
+            resolver=self.resolver,
+            preparer=self.preparer,
+            collector=self.collector,
+            logs=self.preparer.logs,
+            scratch=self.preparer.work_folder("cluster"),
+            connect_timeout=self.project.settings.executor.connect_timeout,
+            force=frozenset(self.planner.force),
         )
 
     def _build_now(self, nodes: Sequence[PackageNode]) -> dict[str, list[tuple[Path, str]]]:

@@ -27,3 +27,5 @@ class Options:
     remotes: Sequence[str] = ()  # extra remote caches (read and write), tried after settings'
     with_deps: bool = False  # also build the install dependencies, resolved and locked
     from_source: bool = False  # the whole closure from sdists, build requirements included
+    #: Where builds run (``dask://HOST:PORT``), over ``[executor] url``; None: the settings'.
+    executor: str | None = None

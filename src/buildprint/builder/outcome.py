@@ -27,6 +27,8 @@ class Outcome:
     seconds: float = 0.0
     log: Path | None = None
     signature_seconds: float = 0.0
+    #: The cluster worker that built it (None: this machine, or not built).
+    worker: str | None = None
 
     @property
     def reason(self) -> str:

@@ -45,6 +45,9 @@ class Preparer:
     logs: Path  # where lock and build logs are kept (a failure's message points there)
     python: str
     python_version: str
+    #: Locked wheels already on this machine, by sha256 (a cluster worker's, downloaded from
+    #: the shared remote's CAS): taken instead of asking the index.
+    given: dict[str, Path] = field(default_factory=dict)
     _swept: bool = field(default=False, repr=False)
     _resolutions: dict[tuple[tuple[str, ...], tuple[PinnedWheel, ...]], list[PinnedWheel]] = field(
         default_factory=dict, repr=False
@@ -108,7 +111,7 @@ class Preparer:
 
     def wheels(self, pinned: Sequence[PinnedWheel]) -> list[Path]:
         """Download (verified, cached) the locked wheels, under their own file names."""
-        return [fetch_pinned(w, self.index) for w in pinned]
+        return [self.given.get(w.sha256) or fetch_pinned(w, self.index) for w in pinned]
 
     def lock(
         self,

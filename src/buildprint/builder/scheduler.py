@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from filelock import FileLock
 
@@ -35,9 +35,26 @@ from buildprint.states import Done
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord, Artifact
 
-__all__ = ["Builder", "Progress"]
+__all__ = ["Builder", "Progress", "RemoteBuild", "RemoteBuilt"]
 
 Progress = Callable[[str, Decision | Outcome], None]
+
+
+class RemoteBuilt(Protocol):
+    """A build done elsewhere: the record the shared remote holds, and where it was built."""
+
+    @property
+    def record(self) -> ActionRecord: ...
+
+    @property
+    def worker(self) -> str: ...
+
+    @property
+    def note(self) -> str | None: ...
+
+
+#: Builds a decided package elsewhere (a cluster executor) and returns its record there.
+RemoteBuild = Callable[[Decision, Mapping[str, DepResult]], RemoteBuilt]
 
 log = logging.getLogger("buildprint.store")
 
@@ -61,6 +78,7 @@ class Builder:
         push: Callable[[ActionRecord], object] | None = None,
         fetched: Collection[str] = (),
         source_date_epoch: int = backend.DEFAULT_SOURCE_DATE_EPOCH,
+        remote_build: RemoteBuild | None = None,
     ) -> None:
         self.planner = planner
         self.preparer = preparer
@@ -72,6 +90,8 @@ class Builder:
         #: Signatures fetched from a remote before the run: found locally now, but fetched.
         self.fetched = frozenset(fetched)
         self.source_date_epoch = source_date_epoch
+        #: Where builds run when not here (each build a cluster task; the rest stays local).
+        self.remote_build = remote_build
         #: Each started package's node and dependency results, to build a dependency again
         #: whose stored wheel turns out damaged when a dependent needs it.
         self._inputs: dict[str, tuple[PackageNode, Mapping[str, DepResult]]] = {}
@@ -112,7 +132,9 @@ class Builder:
         flushed = time.monotonic()
         remaining = {n.name: n for n in nodes if n.name not in done}
         running: dict[Future[Outcome], str] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        # Builds elsewhere wait on their task, not on this machine: one thread each.
+        threads = max(jobs, len(remaining)) if self.remote_build else jobs
+        pool = ThreadPoolExecutor(max_workers=max(1, threads))
         try:
             while remaining or running:
                 for name, node in list(remaining.items()):
@@ -269,6 +291,15 @@ class Builder:
             return False
         return True
 
+    def build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
+        """Build one decided package now, here (a cluster worker's task); a failure is the
+        outcome's, not an exception."""
+        try:
+            return self._build_once(decision, deps)
+        except BuildprintError as exc:
+            log = self.logs / f"{decision.node.name}-{decision.node.version}.log"
+            return Outcome(decision, "failed", error=str(exc), log=log if log.exists() else None)
+
     def _build_once(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         """Build, holding the signature's lock: any number of processes may share a store,
         and a signature is built by one at a time. One that waited finds what the other
@@ -283,7 +314,17 @@ class Builder:
             if stored is not None and self._place_stored(decision.node.name, stored) is None:
                 note = "built by another buildprint process meanwhile; reused"
                 return Outcome(decision, "reused", stored, note=note)
+            if self.remote_build is not None and not decision.node.settings.prebuilt:
+                return self._build_elsewhere(decision, deps)
             return self._build(decision, deps)
+
+    def _build_elsewhere(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
+        """Build on the cluster, then fetch the record it pushed and place its wheel."""
+        assert self.remote_build is not None and self.fetch is not None
+        built = self.remote_build(decision, deps)
+        self.fetch(built.record)
+        self._place(built.record)
+        return Outcome(decision, "built", built.record, note=built.note, worker=built.worker)
 
     def _build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         node = decision.node

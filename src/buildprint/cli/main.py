@@ -183,8 +183,18 @@ def _engine(project: Path, store: Path | None = None, **options: Any) -> Engine:
             remotes=tuple(options.get("remotes", ())),
             with_deps=bool(options.get("with_deps")),
             from_source=bool(options.get("from_source")),
+            executor=options.get("executor"),
         ),
     )
+
+
+def _checked_executor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from buildprint.project.settings import executor_problem
+
+    problem = None if value is None else executor_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,6 +206,12 @@ def main() -> None:
 @main.command()
 @_requirement_options
 @click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--executor",
+    metavar="dask://HOST:PORT",
+    callback=_checked_executor,
+    help="Build on the workers of this Dask scheduler ([executor] url); reuse stays local.",
+)
 @reports_errors
 def build(
     as_json: bool,

@@ -233,6 +233,8 @@ class BuildProgress:
         text.append(f"{node.name} {node.version}", style="bold")
         text.append(" ")
         text.append(outcome.done, style=style(outcome.done))
+        if outcome.worker is not None:
+            text.append(f" on {outcome.worker}")
         text.append(f" in {duration(outcome.seconds)}")
         reason = outcome_why(outcome, self._width(len(node.name) + len(node.version) + 30))
         if reason:

@@ -109,6 +109,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     if outcome.log is not None:
         out["log"] = str(outcome.log)
     out["seconds"] = round(outcome.seconds, 3)
+    out["worker"] = outcome.worker
     return out
 
 
@@ -205,13 +206,14 @@ def summary_table(rows: Sequence[Decision | PlanEntry] | Sequence[Outcome], titl
     for row in rows:
         entry = _entry(row.decision if isinstance(row, Outcome) else row)
         action = row.done if isinstance(row, Outcome) else entry.action
+        where = f" on {row.worker}" if isinstance(row, Outcome) and row.worker else ""
         signature = (
             row.record.signature if isinstance(row, Outcome) and row.record else entry.signature
         )
         cells = [
             entry.name,
             entry.version,
-            f"[{style(action)}]{action}[/]",
+            f"[{style(action)}]{action}[/]{escape(where)}",
             (signature or "-")[:16],
         ]
         if isinstance(row, Outcome):

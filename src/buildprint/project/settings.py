@@ -12,10 +12,12 @@ from buildprint.project.toml import line_of, read_toml
 from buildprint.signature.policy import DepMode, Policy, VersionGranularity
 
 __all__ = [
+    "ExecutorTable",
     "PackageSettings",
     "ProjectSettings",
     "RemoteSettings",
     "SourceSpec",
+    "executor_problem",
     "load_settings",
     "parse_size",
 ]
@@ -117,12 +119,40 @@ class RemoteSettings(_Strict):
         return value
 
 
+class ExecutorTable(_Strict):
+    """``[executor]``: where builds run. Unset: on this machine; ``dask://HOST:PORT``: as
+    tasks on that Dask scheduler's workers (docs/cluster.md)."""
+
+    url: str | None = None
+    #: Seconds to wait for the scheduler to answer when the first build is submitted.
+    connect_timeout: float = Field(30.0, alias="connect-timeout", gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _dask_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = executor_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+
+def executor_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an executor (``dask://HOST:PORT``), or None."""
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme != "dask" or not host or not port.isdigit() or "/" in rest:
+        return f"{url!r} is not an executor: write dask://HOST:PORT (a Dask scheduler)"
+    return None
+
+
 class ProjectSettings(_Strict):
     """``buildprint.toml``."""
 
     project: ProjectTable = Field(default_factory=lambda: ProjectTable.model_validate({}))
     signature: SignatureTable = Field(default_factory=lambda: SignatureTable.model_validate({}))
     remote: list[RemoteSettings] = Field(default_factory=list)
+    executor: ExecutorTable = Field(default_factory=lambda: ExecutorTable.model_validate({}))
 
 
 class SourceSpec(_Strict):
@@ -180,6 +210,9 @@ class PackageSettings(_Strict):
     #: Under ``from-source``, take this package's wheel from the index (sha256 locked)
     #: instead of building it.
     prebuilt: bool = False
+    #: Worker resources a cluster build of this package needs (``{ gpu = 1 }``: Dask worker
+    #: resources); where it is built does not change its signature.
+    resources: dict[str, float] = Field(default_factory=dict)
     signature: PolicyTable = Field(default_factory=lambda: PolicyTable.model_validate({}))
 
     def build_settings(self) -> dict[str, Any]:

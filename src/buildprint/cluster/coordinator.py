@@ -1,0 +1,402 @@
+"""The coordinator's side of a cluster build: each package to build becomes one Dask task.
+
+The local process plans as always; the builder hands this module only the packages it
+decided to build, once their dependencies have finished (an artifact-mode dependent's
+signature is known only then). For each, the inputs are uploaded to the shared remote's CAS,
+then a :class:`~buildprint.cluster.spec.TaskSpec` naming them by digest; the task carries
+that digest. The task's key is the package and its signature, so two coordinators submitting
+the same build to one scheduler share one task. The record the worker pushed is then looked
+up on the remote (verified against the trusted keys) and fetched like any remote build.
+
+Dask is imported on the first build submitted: a run that reuses or fetches everything never
+connects to the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import buildprint
+from buildprint.cluster.spec import DepSpec, SourceSpec, TaskSpec, lock_entry_data
+from buildprint.errors import BuildFailed, BuildprintError, InputError
+from buildprint.inputs.env import is_secret_name
+from buildprint.inputs.files import file_digest
+from buildprint.inputs.tree import copy_tree
+from buildprint.plan.decision import Decision
+from buildprint.plan.graph import PackageNode
+from buildprint.plan.inputs import DepResult, locked_wheels
+from buildprint.store.record import ActionRecord
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from buildprint.builder.preparer import Preparer
+    from buildprint.plan.inputs import InputCollector
+    from buildprint.project.project import Project
+    from buildprint.resolve.sources import SourceResolver
+    from buildprint.store.cache import RemoteCache
+    from buildprint.store.remote import Remote
+
+__all__ = ["ClusterBuild", "ClusterExecutor", "scheduler_address"]
+
+#: How many workers may refuse one task (each for a reason of its own) before it fails.
+_MAX_REFUSALS = 8
+
+
+@dataclass(frozen=True)
+class ClusterBuild:
+    """A build done on the cluster: the record the shared remote holds, and where."""
+
+    record: ActionRecord
+    worker: str
+    note: str | None = None
+
+
+def scheduler_address(url: str) -> str:
+    """``dask://HOST:PORT`` as Dask writes it (``tcp://HOST:PORT``)."""
+    return "tcp://" + url.removeprefix("dask://")
+
+
+class ClusterExecutor:
+    """Builds packages as tasks on the Dask scheduler at ``url``, sharing ``remote`` (a
+    writable remote of ``cache``) with its workers."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        remote: Remote,
+        remote_url: str,
+        cache: RemoteCache,
+        project: Project,
+        resolver: SourceResolver,
+        preparer: Preparer,
+        collector: InputCollector,
+        logs: Path,
+        scratch: Path,
+        connect_timeout: float = 30.0,
+        force: frozenset[str] = frozenset(),
+    ) -> None:
+        self.url = url
+        self.remote = remote
+        self.remote_url = remote_url  # as configured, credentials removed: workers have theirs
+        self.cache = cache
+        self.project = project
+        self.resolver = resolver
+        self.preparer = preparer
+        self.collector = collector
+        self.logs = logs
+        self.scratch = scratch
+        self.connect_timeout = connect_timeout
+        self.force = force  # packages the run rebuilds whatever is stored
+        self._client: Client | None = None
+        self._connect_error: BuildprintError | None = None
+        self._lock = threading.Lock()
+        self._present: set[str] = set()  # blobs known to be on the remote
+        self._trees: dict[str, tuple[str, Path]] = {}  # source digest -> (blob, tar file)
+        self._pushed: set[str] = set()  # dependency records known to be on the remote
+
+    # -- the cluster -------------------------------------------------------------------------
+
+    def client(self) -> Client:
+        """The scheduler's client, connected on first use (a failure is kept: every build
+        of the run reports it without waiting again)."""
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            if self._connect_error is not None:
+                raise self._connect_error
+            try:
+                from distributed import Client
+            except ImportError:
+                self._connect_error = InputError(
+                    f"--executor {self.url} needs Dask's distributed: "
+                    "pip install 'buildprint[cluster]'"
+                )
+                raise self._connect_error from None
+            try:
+                self._client = Client(
+                    scheduler_address(self.url),
+                    timeout=self.connect_timeout,
+                    set_as_default=False,
+                )
+            except (OSError, TimeoutError) as exc:
+                self._connect_error = BuildFailed(
+                    f"cannot reach the Dask scheduler at {self.url}: {exc}"
+                )
+                raise self._connect_error from None
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # -- one build ---------------------------------------------------------------------------
+
+    def build(self, decision: Decision, deps: Mapping[str, DepResult]) -> ClusterBuild:
+        """Build ``decision``'s package on a worker; the record the shared remote then holds.
+        A worker that refuses (another signature, another buildprint) is left out and the
+        task goes to the others; a worker that dies is replaced by Dask."""
+        node, signature = decision.node, decision.signature
+        assert signature is not None and decision.manifest is not None
+        spec = self._spec(decision, deps)
+        blob = self._upload_bytes(spec.to_bytes())
+        client = self.client()
+        from buildprint.cluster.worker import run_task
+
+        refused: dict[str, str] = {}
+        key = f"buildprint-{node.name}-{node.version}-{signature}"
+        while True:
+            restrict = self._candidates(client, node, refused) if refused else None
+            future = client.submit(
+                run_task,
+                blob,
+                spec.remote,
+                buildprint.__version__,
+                key=key if not refused else f"{key}-{len(refused)}",
+                resources=dict(node.settings.resources) or None,
+                workers=restrict,
+                allow_other_workers=False,
+                pure=False,
+            )
+            try:
+                result: dict[str, Any] = future.result()
+            except Exception as exc:  # KilledWorker, CancelledError, a worker's crash
+                raise BuildFailed(f"{node.name}: the cluster task failed: {exc!r}") from None
+            finally:
+                future.release()
+            status = result.get("status")
+            worker = str(result.get("worker"))
+            if status == "refused":
+                refused[str(result.get("address"))] = f"{worker}: {result.get('reason')}"
+                if len(refused) >= _MAX_REFUSALS:
+                    raise BuildFailed(self._refusals(node, refused))
+                continue
+            if status == "failed":
+                self._keep_log(node, result.get("log"))
+                raise BuildFailed(f"{result.get('error')} (on worker {worker})")
+            return ClusterBuild(self._record(node, signature, result), worker, self._note(result))
+
+    def _candidates(
+        self, client: Client, node: PackageNode, refused: Mapping[str, str]
+    ) -> list[str]:
+        """The workers that have not refused ``node`` and have the resources it needs."""
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        wanted = node.settings.resources
+        found = [
+            address
+            for address, info in workers.items()
+            if address not in refused
+            and all(info.get("resources", {}).get(k, 0) >= v for k, v in wanted.items())
+        ]
+        if not found:
+            raise BuildFailed(self._refusals(node, refused))
+        return found
+
+    @staticmethod
+    def _refusals(node: PackageNode, refused: Mapping[str, str]) -> str:
+        said = "; ".join(refused.values())
+        return f"{node.name}: no worker of the cluster accepts the task ({said})"
+
+    @staticmethod
+    def _note(result: Mapping[str, Any]) -> str | None:
+        if result.get("status") == "found":
+            return f"built meanwhile by another run; found by {result.get('worker')}"
+        return None
+
+    def _record(self, node: PackageNode, signature: str, result: Mapping[str, Any]) -> ActionRecord:
+        """The worker's record, as the shared remote holds it (verified)."""
+        record = self.cache.lookup(signature)
+        if record is not None:
+            return record
+        key = result.get("key") or "no signing key"
+        raise BuildFailed(
+            f"{node.name}: worker {result.get('worker')} pushed its build, but the shared "
+            f"remote {self.remote.url} has no record of it that this project trusts (the "
+            f"worker signs with {key}: list it in [[remote]] trusted-keys)"
+        )
+
+    def _keep_log(self, node: PackageNode, text: object) -> None:
+        if isinstance(text, str) and text:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            (self.logs / f"{node.name}-{node.version}.log").write_text(text)
+
+    # -- the task's inputs -------------------------------------------------------------------
+
+    def _spec(self, decision: Decision, deps: Mapping[str, DepResult]) -> TaskSpec:
+        node = decision.node
+        assert decision.manifest is not None and decision.signature is not None
+        for dep in node.deps:
+            self._ensure_pushed(deps[dep].signature)
+        settings = node.settings.model_dump(by_alias=True, exclude={"source"})
+        secret = sorted(name for name in node.settings.env if is_secret_name(name))
+        settings["env"] = {k: v for k, v in node.settings.env.items() if k not in secret}
+        wheels = {}
+        for pin, path in zip(
+            locked_wheels(node), self.preparer.wheels(locked_wheels(node)), strict=True
+        ):
+            wheels[pin.filename] = self._upload(path, pin.sha256)
+        return TaskSpec(
+            buildprint=buildprint.__version__,
+            name=node.name,
+            version=node.version,
+            signature=decision.signature,
+            manifest=decision.manifest.to_json(),
+            project=self._project_settings(),
+            settings=settings,
+            secret_env=secret,
+            files=self._plugin_files(node),
+            source=self._source(node),
+            patches={p.name: self._upload(p) for p in node.patches},
+            locked=lock_entry_data(node.locked),
+            wheels=wheels,
+            deps=[
+                DepSpec(d, deps[d].version, deps[d].signature, deps[d].artifact) for d in node.deps
+            ],
+            install_deps=list(node.install_deps),
+            remote=self.remote_url,
+            trusted_keys=sorted(self.cache.trusted_keys),
+            force=node.name in self.force,
+        )
+
+    def _project_settings(self) -> dict[str, Any]:
+        """What of ``buildprint.toml`` a worker reads: the build interpreter, the archive
+        limits and the signature policy (no index, remotes or folders: not its own)."""
+        settings = self.project.settings
+        project = settings.project.model_dump(
+            by_alias=True,
+            exclude_none=True,
+            include={"python", "max_unpacked_size", "max_expansion_ratio"},
+        )
+        return {
+            "project": project,
+            "signature": settings.signature.model_dump(by_alias=True, exclude_none=True),
+        }
+
+    def _plugin_files(self, node: PackageNode) -> dict[str, str]:
+        """The project's modules the package's plugin (and the host hook) were read from,
+        with the packages' ``__init__.py`` files above them."""
+        root = self.project.root.resolve()
+        wanted: set[Path] = set()
+        modules = [node.settings.plugin, self.project.settings.signature.host_hook]
+        for module in filter(None, modules):
+            for name in self.collector.code_files.get(module, {}):
+                path = Path(name).resolve()
+                if path.is_file() and path.is_relative_to(root):
+                    wanted.add(path)
+                    for parent in path.parents:
+                        if parent == root or not parent.is_relative_to(root):
+                            break
+                        if (parent / "__init__.py").is_file():
+                            wanted.add(parent / "__init__.py")
+        return {str(p.relative_to(root)): self._upload(p) for p in sorted(wanted)}
+
+    def _source(self, node: PackageNode) -> SourceSpec:
+        source = node.source
+        located = self.resolver.fetch(source)
+        if located.is_dir():
+            blob, tar = self._tree(node, located)
+            kind, filename = "tree", tar.name
+        else:
+            blob = self._upload(located, source.raw_sha256)
+            kind, filename = "archive", located.name
+        return SourceSpec(
+            kind=kind,
+            blob=blob,
+            filename=filename,
+            location=source.location,
+            digest=source.digest,
+            files=source.files,
+            size=source.size,
+            raw_sha256=source.raw_sha256,
+            commit=source.commit,
+            ref=source.ref,
+        )
+
+    def _tree(self, node: PackageNode, located: Path) -> tuple[str, Path]:
+        """A tar of exactly the entries the source digest covers (copied by the walk that
+        digests them, and refused if they changed since the plan), uploaded once per run."""
+        source = node.source
+        with self._lock:
+            known = self._trees.get(source.digest)
+        if known is not None:
+            return known
+        folder = self.scratch / f"tree-{source.digest[:16]}-{os.getpid()}-{threading.get_ident()}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        top = f"{source.name}-{source.version}"
+        copied = copy_tree(located, folder / top)
+        if copied.digest != source.digest:
+            raise InputError(
+                f"source folder of {source.name} changed since its digest was taken "
+                "(while this run was planned); run again",
+                file=located,
+            )
+        tar = folder.with_suffix(".tar")
+        with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as archive:
+            archive.add(folder / top, arcname=top, filter=_plain_member)
+        shutil.rmtree(folder, ignore_errors=True)
+        blob = self._upload(tar)
+        with self._lock:
+            self._trees[source.digest] = (blob, tar)
+        return blob, tar
+
+    def _ensure_pushed(self, signature: str | None) -> None:
+        """A dependency's record on the shared remote (a worker takes its wheel from there):
+        pushed now when it was reused from this machine's store only."""
+        if signature is None:
+            return
+        with self._lock:
+            if signature in self._pushed:
+                return
+        if self.remote.get_record(signature) is None:
+            record = self.cache.local.get_record(signature)
+            if record is None:
+                raise BuildFailed(f"dependency build {signature} is in no store")
+            landed = self.cache.push(record)
+            if not landed:
+                raise BuildFailed(
+                    f"dependency build {record.name} {record.version} could not be pushed "
+                    f"to the shared remote {self.remote.url} for the workers"
+                )
+        with self._lock:
+            self._pushed.add(signature)
+
+    def _upload(self, path: Path, sha256: str | None = None) -> str:
+        """Put ``path`` in the shared remote's CAS (once per run); its sha256."""
+        sha = sha256 or file_digest(path)
+        with self._lock:
+            if sha in self._present:
+                return sha
+        self.remote.put_blob(sha, path)  # a no-op when the remote has it
+        with self._lock:
+            self._present.add(sha)
+        return sha
+
+    def _upload_bytes(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        path = self.scratch / f"spec-{sha}"
+        path.write_bytes(data)
+        try:
+            return self._upload(path, sha)
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _plain_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """No owner names or ids in the tar: the worker's extraction does not use them."""
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    return member
