@@ -150,3 +150,144 @@ def test_a_worker_killed_mid_build_loses_nothing(
     assert listed.stdout.count(entry["signature"]) >= 1
     verify = run_cli(project, "cache", "verify", "--remote", http_url)
     assert verify.code == 0, verify.stdout + verify.stderr
+
+
+def test_workers_that_sign_differently_refuse_and_gpu_builds_wait_for_a_gpu_worker(
+    tmp_path: Path, backend_wheels: Path, http_url: str, cluster: DaskCluster
+) -> None:
+    preload = tmp_path / "other_version.py"
+    preload.write_text("import buildprint\nbuildprint.__version__ = '9.9.9'\n")
+    cluster.add_worker(
+        "other-host", env={**WORKER_ENV, "BUILDPRINT_HOST_SIGNATURE": "another-base-image"}
+    )
+    cluster.add_worker("other-version", env=WORKER_ENV, preload=preload)
+    specs = [PackageSpec("alpha"), PackageSpec("kernel", settings="resources = { gpu = 1 }\n")]
+    project = _project(tmp_path / "coordinator", backend_wheels, http_url, specs)
+
+    # Every worker refuses alpha, each saying why; the run fails, naming them.
+    refused = run_cli(project, "build", "--json", "alpha==1.0", "--executor", cluster.url)
+    assert refused.code == 1, refused.stderr
+    error = refused.packages()["alpha"]["error"]
+    assert "no worker of the cluster accepts" in error
+    assert "other-host" in error and f"host/{'BUILDPRINT_HOST_SIGNATURE'}" in error
+    assert "other-version" in error and "9.9.9" in error and "0.1.0" in error
+
+    # kernel needs a gpu: it waits, and runs once a worker with one joins.
+    waiting = subprocess.Popen(
+        [BUILDPRINT, "build", "--json", "kernel==1.0", "--executor", cluster.url],
+        cwd=project,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)
+    assert waiting.poll() is None, waiting.communicate()
+    cluster.add_worker("gpu", env=WORKER_ENV, resources="gpu=1")
+    stdout, stderr = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, stdout + stderr
+    import json
+
+    (kernel,) = json.loads(stdout)["packages"]
+    assert (kernel["action"], kernel["worker"]) == ("built", "gpu")
+
+    # alpha goes to the one worker that signs as the coordinator does.
+    accepted = run_cli(project, "build", "--json", "alpha==1.0", "--executor", cluster.url)
+    assert accepted.code == 0, accepted.stderr
+    alpha = accepted.packages()["alpha"]
+    assert (alpha["action"], alpha["worker"]) == ("built", "gpu")
+
+
+def test_secrets_never_travel_with_a_task(
+    tmp_path: Path,
+    backend_wheels: Path,
+    http_url: str,
+    nginx_server: NginxDav,
+    cluster: DaskCluster,
+) -> None:
+    import uuid
+
+    token = f"canary-pass-{uuid.uuid4().hex}"
+    secret = f"canary-setting-{uuid.uuid4().hex}"
+    spec = PackageSpec("alpha", settings=f'env = {{ API_KEY = "{secret}", CFLAGS = "-O2" }}\n')
+    project = _project(tmp_path / "coordinator", backend_wheels, http_url, [spec])
+    toml = (project / "buildprint.toml").read_text()
+    (project / "buildprint.toml").write_text(
+        toml + '[signature]\nenv-pass-through = ["DEPLOY_TOKEN"]\n'
+    )
+    coordinator = {"DEPLOY_TOKEN": token}
+
+    # A worker without the secret refuses, naming the variables it lacks.
+    cluster.add_worker("bare", env=WORKER_ENV)
+    bare = run_cli(project, "build", "--json", "--executor", cluster.url, env=coordinator)
+    assert bare.code == 1
+    error = bare.packages()["alpha"]["error"]
+    assert "API_KEY" in error and "secret values never travel" in error
+    cluster.stop_worker("bare")
+
+    # One that has both values (from its own environment) builds.
+    cluster.add_worker("keyed", env={**WORKER_ENV, "API_KEY": secret, "DEPLOY_TOKEN": token})
+    built = run_cli(project, "build", "--json", "--executor", cluster.url, env=coordinator)
+    assert built.code == 0, built.stderr
+    assert built.packages()["alpha"]["worker"] == "keyed"
+
+    # Neither value is in anything that travelled or was written: the remote (task specs,
+    # inputs, records), the scheduler's log, the coordinator's store and output.
+    travelled = b"".join(p.read_bytes() for p in nginx_server.data.rglob("*") if p.is_file())
+    travelled += (cluster.root / "scheduler.log").read_bytes()
+    travelled += b"".join(
+        p.read_bytes() for p in (project / ".buildprint").rglob("*") if p.is_file()
+    )
+    travelled += (bare.stdout + bare.stderr + built.stdout + built.stderr).encode()
+    assert token.encode() not in travelled
+    assert secret.encode() not in travelled
+
+
+def test_two_coordinators_build_each_signature_once(
+    tmp_path: Path, backend_wheels: Path, http_url: str, cluster: DaskCluster
+) -> None:
+    workers = [cluster.add_worker(n, env=WORKER_ENV) for n in ("w1", "w2")]
+    sleepy = "import time\ntime.sleep(2)\nfrom setuptools import setup\nsetup()\n"
+    specs = [
+        PackageSpec("base", files={"setup.py": sleepy}),
+        PackageSpec("top", build_requires=("base",)),
+        PackageSpec("side"),
+    ]
+    first = _project(tmp_path / "first", backend_wheels, http_url, specs)
+    import shutil
+
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    runs = [
+        subprocess.Popen(
+            [BUILDPRINT, "build", "--json", "--executor", cluster.url],
+            cwd=project,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for project in (first, second)
+    ]
+    results = [run.communicate(timeout=300) for run in runs]
+    for run, (stdout, stderr) in zip(runs, results, strict=True):
+        assert run.returncode == 0, stdout + stderr
+    # base is built while each locks top (it builds with it): on the cluster, too.
+    builds = worker_builds(workers)
+    assert {name: len(found) for name, found in builds.items()} == {
+        "base-1.0": 1,
+        "top-1.0": 1,
+        "side-1.0": 1,
+    }
+
+
+def test_a_cluster_build_needs_a_shared_writable_remote(
+    tmp_path: Path, backend_wheels: Path
+) -> None:
+    project = write_project(tmp_path / "p", backend_wheels, [PackageSpec("alpha")])
+    result = run_cli(project, "build", "--executor", "dask://127.0.0.1:9")
+    assert result.code == 2
+    assert "buildprint.toml" in result.stderr and "write = true" in result.stderr
+    assert not (project / "wheelhouse").exists()
+    bad = run_cli(project, "build", "--executor", "tcp://127.0.0.1:9")
+    assert bad.code == 2 and "dask://HOST:PORT" in bad.stderr

@@ -29,6 +29,8 @@ class Outcome:
     signature_seconds: float = 0.0
     #: The cluster worker that built it (None: this machine, or not built).
     worker: str | None = None
+    #: How long its build took there (the rest of :attr:`seconds` went to moving it).
+    worker_seconds: float | None = None
 
     @property
     def reason(self) -> str:

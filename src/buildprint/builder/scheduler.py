@@ -52,6 +52,9 @@ class RemoteBuilt(Protocol):
     @property
     def note(self) -> str | None: ...
 
+    @property
+    def seconds(self) -> float | None: ...
+
 
 #: Builds a decided package elsewhere (a cluster executor) and returns its record there.
 RemoteBuild = Callable[[Decision, Mapping[str, DepResult]], RemoteBuilt]
@@ -324,7 +327,14 @@ class Builder:
         built = self.remote_build(decision, deps)
         self.fetch(built.record)
         self._place(built.record)
-        return Outcome(decision, "built", built.record, note=built.note, worker=built.worker)
+        return Outcome(
+            decision,
+            "built",
+            built.record,
+            note=built.note,
+            worker=built.worker,
+            worker_seconds=built.seconds,
+        )
 
     def _build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         node = decision.node

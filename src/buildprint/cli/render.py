@@ -110,6 +110,8 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         out["log"] = str(outcome.log)
     out["seconds"] = round(outcome.seconds, 3)
     out["worker"] = outcome.worker
+    if outcome.worker_seconds is not None:
+        out["worker_seconds"] = round(outcome.worker_seconds, 3)
     return out
 
 

@@ -58,6 +58,9 @@ class ClusterBuild:
     record: ActionRecord
     worker: str
     note: str | None = None
+    #: How long the build took on the worker (the rest of the task's time is the cluster's
+    #: and the uploads', downloads').
+    seconds: float | None = None
 
 
 def scheduler_address(url: str) -> str:
@@ -186,7 +189,13 @@ class ClusterExecutor:
             if status == "failed":
                 self._keep_log(node, result.get("log"))
                 raise BuildFailed(f"{result.get('error')} (on worker {worker})")
-            return ClusterBuild(self._record(node, signature, result), worker, self._note(result))
+            seconds = result.get("seconds")
+            return ClusterBuild(
+                self._record(node, signature, result),
+                worker,
+                self._note(result, refused),
+                float(seconds) if isinstance(seconds, int | float) else None,
+            )
 
     def _candidates(
         self, client: Client, node: PackageNode, refused: Mapping[str, str]
@@ -210,10 +219,13 @@ class ClusterExecutor:
         return f"{node.name}: no worker of the cluster accepts the task ({said})"
 
     @staticmethod
-    def _note(result: Mapping[str, Any]) -> str | None:
+    def _note(result: Mapping[str, Any], refused: Mapping[str, str]) -> str | None:
+        """What the summary says besides where it was built: workers that refused it, or
+        that another run had built it meanwhile."""
+        said = [f"refused by {reason}" for reason in refused.values()]
         if result.get("status") == "found":
-            return f"built meanwhile by another run; found by {result.get('worker')}"
-        return None
+            said.append("built meanwhile by another run; found on the remote")
+        return "; ".join(said) or None
 
     def _record(self, node: PackageNode, signature: str, result: Mapping[str, Any]) -> ActionRecord:
         """The worker's record, as the shared remote holds it (verified)."""

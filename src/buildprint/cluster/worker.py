@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,11 +138,13 @@ class _Task:
                 cache.push(decision.record)
                 self._check_pushed(cache, spec)
                 return {"status": "found", "key": key}
+            started = time.monotonic()
             outcome = engine.builder.build(decision, deps)
+            seconds = time.monotonic() - started
             if outcome.done == "failed" or outcome.record is None:
                 return {"status": "failed", "error": outcome.error, "log": _tail(outcome.log)}
             self._check_pushed(cache, spec)
-            return {"status": "built", "key": key}
+            return {"status": "built", "key": key, "seconds": seconds}
 
     def _check_pushed(self, cache: Any, spec: TaskSpec) -> None:
         refused = [str(r) for r in cache.refusals]

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.servers._proc import free_port, port_open, stop_process, wait_until
 
@@ -150,7 +151,7 @@ class DaskCluster:
         """The names of the workers the scheduler knows now."""
         return sorted(self.info()["workers"])
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> dict[str, Any]:
         """``Client.scheduler_info()``, workers by name."""
         code = (
             "import json, sys\n"
@@ -164,7 +165,7 @@ class DaskCluster:
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
         )
-        found: dict[str, object] = json.loads(done.stdout)
+        found: dict[str, Any] = json.loads(done.stdout)
         return found
 
     def stop_worker(self, name: str) -> None:
