@@ -258,7 +258,7 @@ class Engine:
 
     @cached_property
     def wheelhouse(self) -> Wheelhouse:
-        return Wheelhouse(self.project.wheelhouse_dir)
+        return Wheelhouse(self.options.wheelhouse or self.project.wheelhouse_dir)
 
     @cached_property
     def remote_cache(self) -> RemoteCache | None:

@@ -18,6 +18,8 @@ class Options:
     force: Sequence[str] = ()
     reuse_by_version: Sequence[str] = ()
     store: Path | None = None
+    #: Where built wheels are placed, over ``[project] wheelhouse`` (a cluster worker's own).
+    wheelhouse: Path | None = None
     index_url: str | None = None
     find_links: Sequence[str] = ()
     #: More indexes, searched with the main one (after the project's `extra-index-url`).

@@ -225,6 +225,8 @@ class ClusterExecutor:
         said = [f"refused by {reason}" for reason in refused.values()]
         if result.get("status") == "found":
             said.append("built meanwhile by another run; found on the remote")
+        elif result.get("status") == "reused":
+            said.append("built by this worker before; shared again")
         return "; ".join(said) or None
 
     def _record(self, node: PackageNode, signature: str, result: Mapping[str, Any]) -> ActionRecord:

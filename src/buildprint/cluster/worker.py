@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -36,6 +36,10 @@ from buildprint.project.settings import PackageSettings
 from buildprint.resolve.sources import ResolvedSource
 from buildprint.signature.diff import diff
 from buildprint.signature.manifest import Manifest
+
+if TYPE_CHECKING:
+    from buildprint.engine import Engine
+    from buildprint.store.cache import RemoteCache
 
 __all__ = ["run_task", "worker_root"]
 
@@ -52,7 +56,9 @@ def worker_root() -> Path:
 
 def run_task(spec_blob: str, remote_url: str, coordinator_version: str) -> dict[str, Any]:
     """Build the package of the spec ``spec_blob`` on the remote at ``remote_url``; what
-    happened, as a dict: ``status`` ``built`` | ``found`` | ``refused`` | ``failed``, the
+    happened, as a dict: ``status`` ``built`` | ``found`` (on the remote: another run built
+    it meanwhile) | ``reused`` (from this worker's store, pushed again) | ``refused`` |
+    ``failed``, the
     ``worker``'s name and ``address``, and a ``reason``, ``error`` or ``log`` to report."""
     name, address = _identity()
     said: dict[str, Any] = {"worker": name, "address": address}
@@ -107,46 +113,60 @@ class _Task:
                 "this worker's environment: secret values never travel with a task",
             }
         project_dir = self._project(spec)
-        options = Options(store=self.root / "store", force=(spec.name,) if spec.force else ())
-        with Engine(project_dir, options) as engine:
-            preparer = engine.preparer
-            preparer.given = {
-                sha: self._blob(sha, filename) for filename, sha in spec.wheels.items()
-            }
-            node = self._node(spec, project_dir)
-            cache = engine.remote_cache
-            assert cache is not None  # the project names the shared remote
-            deps = {d.name: DepResult(d.version, d.signature, d.artifact) for d in spec.deps}
-            for dep in spec.deps:  # their wheels go into the build environment
-                if dep.signature and not engine.store.has_record(dep.signature):
-                    record = cache.lookup(dep.signature)
-                    if record is None:
-                        raise BuildFailed(
-                            f"{spec.name}: dependency {dep.name} ({dep.signature}) is not on "
-                            f"the shared remote {self.remote_url} ({'; '.join(cache.problems)})"
-                        )
-                    cache.fetch(record)
-            decision = engine.planner.decide(node, deps)
-            mine = decision.manifest
-            if mine is None or mine.signature != spec.signature:
-                return {"status": "refused", "reason": _differences(spec, mine, decision.reason)}
-            key = cache.signing_key.public_id if cache.signing_key else None
-            if decision.action == "fetch":  # built meanwhile (another coordinator's task)
-                return {"status": "found", "key": key}
-            if decision.action == "reuse":  # built here before: make sure it is shared
-                assert decision.record is not None
-                cache.push(decision.record)
-                self._check_pushed(cache, spec)
-                return {"status": "found", "key": key}
-            started = time.monotonic()
-            outcome = engine.builder.build(decision, deps)
-            seconds = time.monotonic() - started
-            if outcome.done == "failed" or outcome.record is None:
-                return {"status": "failed", "error": outcome.error, "log": _tail(outcome.log)}
-            self._check_pushed(cache, spec)
-            return {"status": "built", "key": key, "seconds": seconds}
+        # The wheel goes to the remote; a wheelhouse of the task's own is dropped after it.
+        (self.root / "wheelhouses").mkdir(parents=True, exist_ok=True)
+        wheelhouse = Path(tempfile.mkdtemp(dir=self.root / "wheelhouses"))
+        options = Options(
+            store=self.root / "store",
+            wheelhouse=wheelhouse,
+            force=(spec.name,) if spec.force else (),
+        )
+        try:
+            with Engine(project_dir, options) as engine:
+                return self._build_in(engine, spec, project_dir)
+        finally:
+            shutil.rmtree(wheelhouse, ignore_errors=True)
 
-    def _check_pushed(self, cache: Any, spec: TaskSpec) -> None:
+    def _build_in(self, engine: Engine, spec: TaskSpec, project_dir: Path) -> dict[str, Any]:
+        """:meth:`_build` in the task's engine."""
+        preparer = engine.preparer
+        preparer.given = {
+            sha: self._blob(sha, filename) for filename, sha in spec.wheels.items()
+        }
+        node = self._node(spec, project_dir)
+        cache = engine.remote_cache
+        assert cache is not None  # the project names the shared remote
+        deps = {d.name: DepResult(d.version, d.signature, d.artifact) for d in spec.deps}
+        for dep in spec.deps:  # their wheels go into the build environment
+            if dep.signature and not engine.store.has_record(dep.signature):
+                record = cache.lookup(dep.signature)
+                if record is None:
+                    raise BuildFailed(
+                        f"{spec.name}: dependency {dep.name} ({dep.signature}) is not on "
+                        f"the shared remote {self.remote_url} ({'; '.join(cache.problems)})"
+                    )
+                cache.fetch(record)
+        decision = engine.planner.decide(node, deps)
+        mine = decision.manifest
+        if mine is None or mine.signature != spec.signature:
+            return {"status": "refused", "reason": _differences(spec, mine, decision.reason)}
+        key = cache.signing_key.public_id if cache.signing_key else None
+        if decision.action == "fetch":  # built meanwhile (another coordinator's task)
+            return {"status": "found", "key": key}
+        if decision.action == "reuse":  # built here before: make sure it is shared
+            assert decision.record is not None
+            cache.push(decision.record)
+            self._check_pushed(cache, spec)
+            return {"status": "reused", "key": key}
+        started = time.monotonic()
+        outcome = engine.builder.build(decision, deps)
+        seconds = time.monotonic() - started
+        if outcome.done == "failed" or outcome.record is None:
+            return {"status": "failed", "error": outcome.error, "log": _tail(outcome.log)}
+        self._check_pushed(cache, spec)
+        return {"status": "built", "key": key, "seconds": seconds}
+
+    def _check_pushed(self, cache: RemoteCache, spec: TaskSpec) -> None:
         refused = [str(r) for r in cache.refusals]
         if refused:
             raise BuildFailed(
