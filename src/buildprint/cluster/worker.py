@@ -130,9 +130,7 @@ class _Task:
     def _build_in(self, engine: Engine, spec: TaskSpec, project_dir: Path) -> dict[str, Any]:
         """:meth:`_build` in the task's engine."""
         preparer = engine.preparer
-        preparer.given = {
-            sha: self._blob(sha, filename) for filename, sha in spec.wheels.items()
-        }
+        preparer.given = {sha: self._blob(sha, filename) for filename, sha in spec.wheels.items()}
         node = self._node(spec, project_dir)
         cache = engine.remote_cache
         assert cache is not None  # the project names the shared remote
