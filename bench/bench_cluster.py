@@ -369,7 +369,6 @@ def _report(
     build: Run,
     plans: Sequence[Run],
     version: Run,
-    packages: Mapping[str, Mapping[str, Any]],
     tasks: Sequence[Task],
     workers: int,
 ) -> None:
@@ -465,50 +464,85 @@ def _report(
             for t in slowest
         )
     )
-    del packages
+
+
+@dataclass
+class Setup:
+    """A cluster with its workers up, and a locked project sharing a remote with it."""
+
+    project: Path
+    cluster: DaskCluster
+    workers: list[str]
+    lock: Run
+    seeded: bool  # the lock step started from the cached lock
+
+
+def setup(
+    work: Path, servers: list[Any], *, workers: int, sleep: float, cache: Path | None
+) -> Setup:
+    """Start nginx and the cluster (appended to ``servers``, to be stopped), write the project
+    and lock it (untimed, in a copy: see the module's doc), seeded with ``cache``'s lock."""
+    wheels = _wheels()
+    nginx = start_nginx(work / "nginx", user="u", password="p", token="t")
+    servers.append(nginx)
+    remote = f"{nginx.url}/open/{uuid.uuid4().hex}"
+    cluster = DaskCluster(work / "cluster").start()
+    servers.append(cluster)
+    names = [f"w{i + 1}" for i in range(workers)]
+    for name in names:  # started together; each imports Dask for a few seconds
+        cluster.add_worker(name, env={"BUILDPRINT_SIGNING_KEY": PRIVATE}, wait=False)
+
+    remote_toml = f'[[remote]]\nurl = "{remote}"\nwrite = true\ntrusted-keys = ["{PUBLIC}"]\n'
+    project = write_project(work / "project", wheels, _specs(sleep), project_toml=remote_toml)
+    locker = write_project(work / "locker", wheels, _specs(None))
+    cached = cache / "cluster-bench.lock" if cache is not None else None
+    seeded = cached is not None and cached.is_file()
+    if cached is not None and seeded:
+        shutil.copyfile(cached, locker / "buildprint.lock")
+    lock = _checked(locker, "lock")
+    shutil.copyfile(locker / "buildprint.lock", project / "buildprint.lock")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(locker / "buildprint.lock", cached)
+    wait_until(lambda: set(names) <= set(cluster.worker_names()), timeout=120, what="workers")
+    return Setup(project, cluster, names, lock, seeded)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--sleep", type=float, default=2.0, help="seconds each build sleeps")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "buildprint-bench",
+        help="keeps the lock between runs (buildprint lock starts from it: a no-op when valid)",
+    )
+    parser.add_argument("--fresh-lock", action="store_true", help="lock from nothing")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
 
     _environment()
-    wheels = _wheels()
     work = Path(tempfile.mkdtemp(prefix="bp-bench-cluster-"))
     servers: list[Any] = []
     try:
-        nginx = start_nginx(work / "nginx", user="u", password="p", token="t")
-        servers.append(nginx)
-        remote = f"{nginx.url}/open/{uuid.uuid4().hex}"
-        cluster = DaskCluster(work / "cluster").start()
-        servers.append(cluster)
-        names = [f"w{i + 1}" for i in range(args.workers)]
-        for name in names:  # started together; each imports Dask for a few seconds
-            cluster.add_worker(name, env={"BUILDPRINT_SIGNING_KEY": PRIVATE}, wait=False)
-
-        remote_toml = f'[[remote]]\nurl = "{remote}"\nwrite = true\ntrusted-keys = ["{PUBLIC}"]\n'
-        project = write_project(
-            work / "project", wheels, _specs(args.sleep), project_toml=remote_toml
+        ready = setup(
+            work,
+            servers,
+            workers=args.workers,
+            sleep=args.sleep,
+            cache=None if args.fresh_lock else args.cache,
         )
-        locker = write_project(work / "locker", wheels, _specs(None))
-        lock = _checked(locker, "lock")
-        shutil.copyfile(locker / "buildprint.lock", project / "buildprint.lock")
+        project, cluster, names = ready.project, ready.cluster, ready.workers
         locked = (project / "buildprint.lock").read_text()
         print(
             f"{len(GRAPH)} packages, build_wheel sleeps {args.sleep:g} s, {args.workers} "
             f"single-thread workers, {os.cpu_count()} CPU cores on this machine (shared by "
             "the workers, scheduler, nginx and coordinator)"
         )
-        print(f"lock (untimed, in a copy without the sleep): {lock.seconds:.1f} s")
+        seeded = "from the cached lock" if ready.seeded else "from nothing"
+        print(f"lock (untimed, in a copy without the sleep, {seeded}): {ready.lock.seconds:.1f} s")
 
-        wait_until(
-            lambda: set(names) <= set(cluster.worker_names()),
-            timeout=120,
-            what="dask workers",
-        )
         _scheduler_data(cluster.port)  # starts the scheduler's task stream
         version = _checked(project, "--version")
         plans = [_checked(project, "plan", "--json") for _ in range(2)]
@@ -528,7 +562,7 @@ def main() -> None:
         if wrong or set(packages) != set(GRAPH):
             sys.exit(f"not every package was built on a worker: {wrong}")
         tasks = _tasks(packages, _scheduler_data(cluster.port))
-        _report(build, plans, version, packages, tasks, args.workers)
+        _report(build, plans, version, tasks, args.workers)
         print(f"load average (1 min) before the build {load:.1f}, after {os.getloadavg()[0]:.1f}")
     finally:
         for server in reversed(servers):

@@ -291,3 +291,50 @@ def test_a_cluster_build_needs_a_shared_writable_remote(
     assert not (project / "wheelhouse").exists()
     bad = run_cli(project, "build", "--executor", "tcp://127.0.0.1:9")
     assert bad.code == 2 and "dask://HOST:PORT" in bad.stderr
+    toml = project / "buildprint.toml"
+    toml.write_text(toml.read_text() + '[executor]\nurl = "tcp://127.0.0.1:9"\n')
+    lines = len(toml.read_text().splitlines())
+    setting = run_cli(project, "plan")
+    assert setting.code == 2 and f"buildprint.toml:{lines}" in setting.stderr, setting.stderr
+    assert "dask://HOST:PORT" in setting.stderr
+
+
+def test_a_failed_build_on_a_worker_brings_its_log_back(
+    tmp_path: Path, backend_wheels: Path, http_url: str, cluster: DaskCluster
+) -> None:
+    cluster.add_worker("w1", env=WORKER_ENV)
+    setup = (
+        "import sys\nif 'bdist_wheel' in sys.argv:\n"
+        "    raise SystemExit('boom-on-the-worker')\n"
+        "from setuptools import setup\nsetup()\n"
+    )
+    specs = [PackageSpec("broken", files={"setup.py": setup}), PackageSpec("fine")]
+    project = _project(tmp_path / "coordinator", backend_wheels, http_url, specs)
+    result = run_cli(project, "build", "--json", "--executor", cluster.url)
+    assert result.code == 1, result.stderr
+    packages = result.packages()
+    assert packages["fine"]["action"] == "built"
+    broken = packages["broken"]
+    assert broken["action"] == "failed"
+    assert "on worker w1" in broken["error"]
+    assert "boom-on-the-worker" in Path(broken["log"]).read_text()
+
+
+def test_an_unreachable_scheduler_fails_the_builds_not_the_reuse(
+    tmp_path: Path, backend_wheels: Path, http_url: str
+) -> None:
+    project = _project(tmp_path / "coordinator", backend_wheels, http_url, [PackageSpec("alpha")])
+    toml = (project / "buildprint.toml").read_text()
+    (project / "buildprint.toml").write_text(
+        toml + '[executor]\nurl = "dask://127.0.0.1:9"\nconnect-timeout = 2\n'
+    )
+    result = run_cli(project, "build", "--json")
+    assert result.code == 1, result.stderr
+    error = result.packages()["alpha"]["error"]
+    assert "cannot reach the Dask scheduler at dask://127.0.0.1:9" in error
+    # Built here instead (no executor), the same package is then reused without the cluster.
+    assert run_cli(project, "build", "--json", "--executor", "dask://127.0.0.1:9").code == 1
+    (project / "buildprint.toml").write_text(toml)
+    assert run_cli(project, "build").code == 0
+    again = run_cli(project, "build", "--json", "--executor", "dask://127.0.0.1:9")
+    assert again.code == 0 and again.packages()["alpha"]["action"] == "reused"

@@ -233,7 +233,7 @@ class _Task:
                 staging = Path(tempfile.mkdtemp(prefix=".tree-", dir=folder.parent))
                 try:
                     safe_extract(tar, staging)
-                    os.replace(staging, folder)
+                    _settle(staging, folder)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
         entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
@@ -264,10 +264,20 @@ class _Task:
                         raise InputError(f"task spec names a project file {relative!r}")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(self._blob(blob, target.name), target)
-                os.replace(staging, folder)
+                _settle(staging, folder)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return folder
+
+
+def _settle(staging: Path, folder: Path) -> None:
+    """Move a finished ``staging`` folder to ``folder``; another worker process sharing this
+    store may have put the same one there first (same digest, same content): keep theirs."""
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
 
 
 def _differences(spec: TaskSpec, mine: Manifest | None, reason: str) -> str:
