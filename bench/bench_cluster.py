@@ -34,6 +34,7 @@ the lock not used as it is); a missed target is printed as ``MISSED``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -144,6 +145,17 @@ def _environment() -> None:
     os.environ.setdefault(
         "PYTHONPYCACHEPREFIX", str(Path.home() / ".cache" / "buildprint-bench" / "pycache")
     )
+
+
+def _code_state() -> str:
+    """A fingerprint of this checkout's buildprint modules (path, size, mtime): an edit
+    during the run means the commands (or the workers, which imported it at start) ran
+    other code."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src" / "buildprint").rglob("*.py")):
+        info = path.stat()
+        digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
 
 
 @dataclass
@@ -314,37 +326,45 @@ class Task:
 
 
 def _tasks(packages: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any]) -> list[Task]:
-    keys = {
+    """Each package's task, from the coordinator's JSON and the scheduler's records. A task's
+    key is ``buildprint-NAME-VERSION-SIGNATURE`` (with a suffix when it was submitted again
+    after a refusal): received is the first attempt's, the rest the last one's."""
+    prefixes = {
         f"buildprint-{p['name']}-{p['version']}-{p['signature']}": name
         for name, p in packages.items()
     }
+
+    def package(key: str) -> str | None:
+        return next((n for prefix, n in prefixes.items() if key.startswith(prefix)), None)
+
     received: dict[str, float] = {}
     finished: dict[str, float] = {}
     for key, _start, finish, stamp in data["log"]:
-        if key not in keys:
+        name = package(key)
+        if name is None:
             continue
-        received.setdefault(key, stamp)
+        received.setdefault(name, stamp)
         if finish == "memory":
-            finished[key] = stamp
+            finished[name] = stamp
     computes: dict[str, tuple[float, float]] = {}
     for record in data["stream"]:
         spans = [s for s in record["startstops"] if s.get("action") == "compute"]
-        if record["key"] in keys and spans:
-            computes[record["key"]] = (spans[0]["start"], spans[-1]["stop"])
+        name = package(record["key"])
+        if name is not None and spans:
+            computes[name] = (spans[0]["start"], spans[-1]["stop"])
     tasks = []
-    for key, name in keys.items():
-        entry = packages[name]
-        if key not in computes or key not in finished:
-            sys.exit(f"the scheduler has no record of {name}'s task {key}")
+    for name, entry in packages.items():
+        if name not in computes or name not in finished:
+            sys.exit(f"the scheduler has no record of {name}'s task")
         tasks.append(
             Task(
                 name,
                 float(entry["seconds"]),
                 float(entry["worker_seconds"]),
                 str(entry["worker"]),
-                received[key],
-                *computes[key],
-                finished[key],
+                received[name],
+                *computes[name],
+                finished[name],
             )
         )
     last_end: dict[str, float] = {}
@@ -508,6 +528,17 @@ def setup(
     return Setup(project, cluster, names, lock, seeded)
 
 
+def _timeline(build: Run, tasks: Sequence[Task]) -> None:
+    """Each task, by worker and start: seconds since the command started."""
+    print("\ntimeline (s since the build command started): received, ran from-to, done; build")
+    for task in sorted(tasks, key=lambda t: (t.worker, t.computing)):
+        times = [t - build.started for t in (task.received, task.computing, task.computed)]
+        print(
+            f"  {task.worker} {task.name:14s} {times[0]:6.2f}  {times[1]:6.2f}-{times[2]:6.2f}"
+            f"  {task.finished - build.started:6.2f}; {task.build:5.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=4)
@@ -520,9 +551,11 @@ def main() -> None:
     )
     parser.add_argument("--fresh-lock", action="store_true", help="lock from nothing")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--timeline", action="store_true", help="print every task's times")
     args = parser.parse_args()
 
     _environment()
+    code = _code_state()
     work = Path(tempfile.mkdtemp(prefix="bp-bench-cluster-"))
     servers: list[Any] = []
     try:
@@ -563,7 +596,11 @@ def main() -> None:
             sys.exit(f"not every package was built on a worker: {wrong}")
         tasks = _tasks(packages, _scheduler_data(cluster.port))
         _report(build, plans, version, tasks, args.workers)
+        if args.timeline:
+            _timeline(build, tasks)
         print(f"load average (1 min) before the build {load:.1f}, after {os.getloadavg()[0]:.1f}")
+        if _code_state() != code:
+            print("WARNING: buildprint's modules changed during the run (other edits)")
     finally:
         for server in reversed(servers):
             server.stop()

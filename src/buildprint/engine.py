@@ -599,6 +599,13 @@ class Engine:
                 "a [[remote]] with write = true, or --remote URL",
                 file=self.project.root / "buildprint.toml",
             )
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:
+            raise InputError(
+                f"a cluster build ({url}) needs Dask's distributed: "
+                "pip install 'buildprint[cluster]'"
+            )
         from buildprint.cluster.coordinator import ClusterExecutor
         from buildprint.urls import redact_url
 

@@ -338,3 +338,16 @@ def test_an_unreachable_scheduler_fails_the_builds_not_the_reuse(
     assert run_cli(project, "build").code == 0
     again = run_cli(project, "build", "--json", "--executor", "dask://127.0.0.1:9")
     assert again.code == 0 and again.packages()["alpha"]["action"] == "reused"
+
+
+def test_a_worker_key_the_project_does_not_trust_is_named(
+    tmp_path: Path, backend_wheels: Path, http_url: str, cluster: DaskCluster
+) -> None:
+    private, public = signing_key(b"a key nobody listed")
+    cluster.add_worker("stranger", env={"BUILDPRINT_SIGNING_KEY": private})
+    project = _project(tmp_path / "coordinator", backend_wheels, http_url, [PackageSpec("alpha")])
+    result = run_cli(project, "build", "--json", "--executor", cluster.url)
+    assert result.code == 1, result.stderr
+    error = result.packages()["alpha"]["error"]
+    assert public in error and "[[remote]] trusted-keys" in error
+    assert not list((project / "wheelhouse").glob("*.whl"))

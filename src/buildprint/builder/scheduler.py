@@ -55,6 +55,9 @@ class RemoteBuilt(Protocol):
     @property
     def seconds(self) -> float | None: ...
 
+    @property
+    def built(self) -> bool: ...
+
 
 #: Builds a decided package elsewhere (a cluster executor) and returns its record there.
 RemoteBuild = Callable[[Decision, Mapping[str, DepResult]], RemoteBuilt]
@@ -329,7 +332,7 @@ class Builder:
         self._place(built.record)
         return Outcome(
             decision,
-            "built",
+            "built" if built.built else "fetched",
             built.record,
             note=built.note,
             worker=built.worker,

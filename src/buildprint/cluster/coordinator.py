@@ -61,6 +61,9 @@ class ClusterBuild:
     #: How long the build took on the worker (the rest of the task's time is the cluster's
     #: and the uploads', downloads').
     seconds: float | None = None
+    #: False when the worker found the build made already (by another run, or by itself
+    #: before): this run fetched it.
+    built: bool = True
 
 
 def scheduler_address(url: str) -> str:
@@ -153,9 +156,10 @@ class ClusterExecutor:
         task goes to the others; a worker that dies is replaced by Dask."""
         node, signature = decision.node, decision.signature
         assert signature is not None and decision.manifest is not None
+        client = self.client()  # before anything is uploaded for it
+        (self.logs / f"{node.name}-{node.version}.log").unlink(missing_ok=True)
         spec = self._spec(decision, deps)
         blob = self._upload_bytes(spec.to_bytes())
-        client = self.client()
         from buildprint.cluster.worker import run_task
 
         refused: dict[str, str] = {}
@@ -167,7 +171,7 @@ class ClusterExecutor:
                 blob,
                 spec.remote,
                 buildprint.__version__,
-                key=key if not refused else f"{key}-{len(refused)}",
+                key=key if not refused else f"{key}-{_digest_of(sorted(refused))}",
                 resources=dict(node.settings.resources) or None,
                 workers=restrict,
                 allow_other_workers=False,
@@ -176,7 +180,7 @@ class ClusterExecutor:
             try:
                 result: dict[str, Any] = future.result()
             except Exception as exc:  # KilledWorker, CancelledError, a worker's crash
-                raise BuildFailed(f"{node.name}: the cluster task failed: {exc!r}") from None
+                raise BuildFailed(f"the cluster task failed: {exc!r}") from None
             finally:
                 future.release()
             status = result.get("status")
@@ -195,6 +199,7 @@ class ClusterExecutor:
                 worker,
                 self._note(result, refused),
                 float(seconds) if isinstance(seconds, int | float) else None,
+                built=status == "built",
             )
 
     def _candidates(
@@ -216,7 +221,7 @@ class ClusterExecutor:
     @staticmethod
     def _refusals(node: PackageNode, refused: Mapping[str, str]) -> str:
         said = "; ".join(refused.values())
-        return f"{node.name}: no worker of the cluster accepts the task ({said})"
+        return f"no worker of the cluster accepts the task ({said})"
 
     @staticmethod
     def _note(result: Mapping[str, Any], refused: Mapping[str, str]) -> str | None:
@@ -231,14 +236,20 @@ class ClusterExecutor:
 
     def _record(self, node: PackageNode, signature: str, result: Mapping[str, Any]) -> ActionRecord:
         """The worker's record, as the shared remote holds it (verified)."""
-        record = self.cache.lookup(signature)
+        record, problem = self.cache.lookup_at(self.remote, signature)
         if record is not None:
             return record
-        key = result.get("key") or "no signing key"
+        worker = result.get("worker")
+        if problem is not None and "untrusted" in problem:
+            key = result.get("key") or "no signing key"
+            raise BuildFailed(
+                f"worker {worker} pushed its build, but its record on {self.remote.url} is "
+                f"signed by a key this project does not trust (the worker signs with {key}: "
+                "list it in [[remote]] trusted-keys)"
+            )
         raise BuildFailed(
-            f"{node.name}: worker {result.get('worker')} pushed its build, but the shared "
-            f"remote {self.remote.url} has no record of it that this project trusts (the "
-            f"worker signs with {key}: list it in [[remote]] trusted-keys)"
+            f"worker {worker} pushed its build, but the shared remote {self.remote.url} "
+            f"does not give it back: {problem or 'no record under its signature'}"
         )
 
     def _keep_log(self, node: PackageNode, text: object) -> None:
@@ -379,7 +390,7 @@ class ClusterExecutor:
             if record is None:
                 raise BuildFailed(f"dependency build {signature} is in no store")
             landed = self.cache.push(record)
-            if not landed:
+            if self.remote.url not in landed:
                 raise BuildFailed(
                     f"dependency build {record.name} {record.version} could not be pushed "
                     f"to the shared remote {self.remote.url} for the workers"
@@ -407,6 +418,10 @@ class ClusterExecutor:
             return self._upload(path, sha)
         finally:
             path.unlink(missing_ok=True)
+
+
+def _digest_of(items: list[str]) -> str:
+    return hashlib.sha256("\0".join(items).encode()).hexdigest()[:16]
 
 
 def _plain_member(member: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -140,7 +140,7 @@ class _Task:
                 record = cache.lookup(dep.signature)
                 if record is None:
                     raise BuildFailed(
-                        f"{spec.name}: dependency {dep.name} ({dep.signature}) is not on "
+                        f"dependency {dep.name} ({dep.signature}) is not on "
                         f"the shared remote {self.remote_url} ({'; '.join(cache.problems)})"
                     )
                 cache.fetch(record)
@@ -167,12 +167,11 @@ class _Task:
     def _check_pushed(self, cache: RemoteCache, spec: TaskSpec) -> None:
         refused = [str(r) for r in cache.refusals]
         if refused:
-            raise BuildFailed(
-                f"{spec.name}: built, but the shared remote refused it: {'; '.join(refused)}"
-            )
+            raise BuildFailed(f"built, but the shared remote refused it: {'; '.join(refused)}")
 
     def _node(self, spec: TaskSpec, project_dir: Path) -> PackageNode:
-        settings = dict(spec.settings)
+        # A worker builds the signature it was given: it never takes another version's wheel.
+        settings = {**spec.settings, "reuse": "signature"}
         settings["env"] = {**settings["env"], **{n: os.environ[n] for n in spec.secret_env}}
         patches = [self._blob(blob, name) for name, blob in spec.patches.items()]
         source = spec.source

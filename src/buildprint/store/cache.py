@@ -179,6 +179,21 @@ class RemoteCache:
                 return record
         return None
 
+    def lookup_at(self, remote: Remote, signature: str) -> tuple[ActionRecord | None, str | None]:
+        """``signature``'s verified record on ``remote`` alone (even one marked down earlier
+        in the run), or None and why not (None: it has none)."""
+        try:
+            data = remote.get_record(signature)
+        except RemoteError as exc:
+            return None, str(exc)
+        if data is None:
+            return None, None
+        record, problem = self._check_record(remote, signature, data)
+        if record is not None:
+            with self._lock:
+                self._origin[signature] = remote
+        return record, problem
+
     def lookup_many(
         self, signatures: Iterable[str], jobs: int | None = None
     ) -> dict[str, ActionRecord]:
