@@ -21,14 +21,30 @@ lock`` runs untimed in a copy of the project without that variable and without t
 locking a package runs its backend with its build requirements installed, so the graph
 packages it builds with are built first (by ``build_now``), and there they are built without
 the sleep, into a store of their own, under other signatures. The copy's ``buildprint.lock``
-(keyed by source digests, which the settings do not change) goes to the project. Then
-``buildprint plan --json`` twice (start-up and planning, the share of the build command that
-is not the cluster's), and the timed ``build``. Afterwards the scheduler's transition log and
-task stream give, per task, when the scheduler got it, when a worker ran it and when it ended.
+(keyed by source digests, which the settings do not change) goes to the project, and to
+``<cache>/cluster-bench.lock``: the next run's lock step starts from it (a no-op while it is
+valid; locking from nothing takes 1-2 minutes here). Then ``buildprint --version`` and
+``buildprint plan --json`` twice (start-up and planning: the part of the build command that is
+not the cluster's), and the timed ``buildprint build --json --executor``. Afterwards the
+scheduler's transition log, task stream and work-stealing events give, per task, when the
+scheduler got it, when a worker ran it (and whether Dask moved it there) and when it ended.
+
+Figures: total work = the sum of ``worker_seconds``; critical path = the longest path of
+``GRAPH`` weighted by them; lower bound = max(critical path, work / workers). The makespan
+target is judged on the build part (the command's wall time less the warm plan's); the whole
+command and the scheduler's span (first task received to last done) are shown too. Overhead
+per task: ``seconds - worker_seconds`` as the JSON gives it holds the time a task waited for
+a free worker (the cluster was full: not overhead), so it is also shown without that wait,
+and split into the coordinator's own part (``seconds`` less the task's time on the
+scheduler: deciding, uploads, connecting, then lookup, fetch, place), Dask's dispatch, the
+task's time on the worker around the build and the report back. Two list schedules of the
+same graph with the measured builds and no overhead (ready order, and critical path first)
+show how much of the makespan is the order tasks run in.
 
 Run from the repository root: ``python -m bench.bench_cluster [--workers 4] [--sleep 2]
-[--keep]``. Exits non-zero only when the set-up is wrong (a package not built on a worker,
-the lock not used as it is); a missed target is printed as ``MISSED``.
+[--cache ~/.cache/buildprint-bench] [--fresh-lock] [--timeline] [--keep]``. Exits non-zero
+only when the set-up is wrong (a package not built on a worker, the lock not used as it is);
+a missed target is printed as ``MISSED``.
 """
 
 from __future__ import annotations
@@ -199,14 +215,19 @@ import json, sys
 from distributed import Client
 
 def collect(dask_scheduler):
-    plugin = dask_scheduler._task_stream_plugin()
+    records = dask_scheduler.get_task_stream()  # the first call starts recording
     log = [(str(t.key), t.start, t.finish, t.timestamp) for t in dask_scheduler.transition_log]
     stream = [
         {"key": str(r["key"]), "worker": str(r.get("worker")), "status": r.get("status"),
          "startstops": [dict(s) for s in r["startstops"]]}
-        for r in plugin.buffer
+        for r in records
     ]
-    return {"log": log, "stream": stream}
+    steals = [
+        (stamp, str(msg[1]))
+        for stamp, msg in dask_scheduler.get_events("stealing")
+        if isinstance(msg, tuple) and msg and msg[0] == "confirm"
+    ]
+    return {"log": log, "stream": stream, "steals": steals}
 
 with Client(sys.argv[1], timeout=20) as client:
     print(json.dumps(client.run_on_scheduler(collect), default=str))
@@ -289,6 +310,7 @@ class Task:
     computed: float  # ... and ended
     finished: float  # the scheduler heard it ended
     free_at: float = 0.0  # when its worker could have started it (idle, and it received)
+    stolen: bool = False  # moved to its worker by Dask's work stealing
 
     @property
     def busy_wait(self) -> float:
@@ -367,8 +389,10 @@ def _tasks(packages: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any]) -
                 finished[name],
             )
         )
+    stolen = {package(key) for _stamp, key in data.get("steals", [])}
     last_end: dict[str, float] = {}
     for task in sorted(tasks, key=lambda t: t.computing):
+        task.stolen = task.name in stolen
         task.free_at = max(task.received, last_end.get(task.worker, 0.0))
         last_end[task.worker] = task.computed
     return tasks
@@ -376,13 +400,6 @@ def _tasks(packages: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any]) -
 
 def _mark(value: float, target: float) -> str:
     return "met" if value <= target else "MISSED"
-
-
-def _spread(values: Sequence[float]) -> str:
-    return (
-        f"mean {statistics.mean(values) * 1000:6.0f} ms, median "
-        f"{statistics.median(values) * 1000:6.0f} ms, max {max(values) * 1000:6.0f} ms"
-    )
 
 
 def _report(
@@ -413,6 +430,16 @@ def _report(
     )
     print(f"  critical path (by worker_seconds)    {critical:7.2f}   ({' > '.join(path)})")
     print(f"  lower bound max(path, work/workers)  {bound:7.2f}")
+    firsts = {
+        min((t for t in tasks if t.worker == w), key=lambda t: t.computing).name
+        for w in {t.worker for t in tasks}
+    }
+    rest = [t.build for t in tasks if t.name not in firsts] or [0.0]
+    print(
+        f"  one build (worker_seconds)           median {statistics.median(rest):5.2f} "
+        f"(min {min(rest):.2f}); each worker's first: mean "
+        f"{statistics.mean(durations[n] for n in firsts):5.2f} (cold imports, environment)"
+    )
     print(f"  `buildprint --version` (start-up)    {version.seconds:7.2f}")
     print(
         f"  `buildprint plan --json` (cold, warm) {plans[0].seconds:6.2f}, {plan:6.2f}  "
@@ -443,28 +470,29 @@ def _report(
         f"{_mark(span / bound, MAKESPAN_TARGET)}"
     )
 
-    print(f"\noverhead per task ({len(tasks)} tasks; target < {OVERHEAD_TARGET * 1000:.0f} ms):")
-    raw = [t.raw for t in tasks]
-    own = [t.overhead for t in tasks]
-    coordinator = [t.coordinator for t in tasks]
-    print(
-        f"  seconds - worker_seconds             {_spread(raw)}  "
-        f"{_mark(statistics.mean(raw), OVERHEAD_TARGET)} (mean)  (waits for a worker in it)"
-    )
-    print(
-        f"  the same, less waiting for a worker  {_spread(own)}  "
-        f"{_mark(statistics.mean(own), OVERHEAD_TARGET)} (mean), "
-        f"{_mark(max(own), OVERHEAD_TARGET)} (max)"
-    )
-    print(
-        f"    coordinator (pre-submit, fetch)    {_spread(coordinator)}  "
-        f"{_mark(statistics.mean(coordinator), OVERHEAD_TARGET)} (mean), "
-        f"{_mark(max(coordinator), OVERHEAD_TARGET)} (max)   <- the coordinator's own"
-    )
-    print(f"    dispatch (received, free > run)    {_spread([t.dispatch for t in tasks])}")
-    print(f"    on the worker, around the build    {_spread([t.wrapper for t in tasks])}")
-    print(f"    worker done > scheduler knows      {_spread([t.report for t in tasks])}")
-    print(f"  waiting for a worker (cluster full)  {_spread([t.busy_wait for t in tasks])}")
+    title = f"overhead per task, ms ({len(tasks)} tasks; target < {OVERHEAD_TARGET * 1000:.0f} ms)"
+    print(f"\n{title:54s}{'mean':>7s} {'median':>7s} {'max':>7s}")
+
+    def row(label: str, values: Sequence[float], note: str = "", judged: bool = False) -> None:
+        ms = [statistics.mean(values), statistics.median(values), max(values)]
+        mark = ""
+        if judged:
+            mark = f"  mean {_mark(ms[0], OVERHEAD_TARGET)}, max {_mark(ms[2], OVERHEAD_TARGET)}"
+        figures = " ".join(f"{v * 1000:7.0f}" for v in ms)
+        print(f"  {label:52s}{figures}{mark}{note}")
+
+    row("seconds - worker_seconds (the JSON)", [t.raw for t in tasks], "  (waits in it)")
+    row("the same less waiting for a free worker", [t.overhead for t in tasks], judged=True)
+    row("  coordinator: before submit, after result", [t.coordinator for t in tasks], judged=True)
+    row("  dispatch: received (and a worker free) to running", [t.dispatch for t in tasks])
+    stolen = [t.dispatch for t in tasks if t.stolen]
+    if stolen:
+        row(f"    of which moved by Dask's work stealing ({len(stolen)})", stolen)
+    row("  on the worker, around the build", [t.wrapper for t in tasks])
+    row("  worker done to the scheduler knows", [t.report for t in tasks], "  (clock noise)")
+    row("waiting for a free worker (not overhead)", [t.busy_wait for t in tasks])
+    idle = sum(t.dispatch for t in tasks)
+    print(f"  worker time idle while a task was ready for it: {idle:.2f} s")
     on_path = sum(next(t.overhead for t in tasks if t.name == n) for n in path)
     print(f"  overhead along the critical path     {on_path:7.2f} s over {len(path)} tasks")
 

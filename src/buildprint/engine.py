@@ -535,12 +535,15 @@ class Engine:
         cluster); reuse or fetch the rest. A failed build fails its dependents, not the run:
         see each :class:`Outcome`."""
         self._jobs, self._progress = jobs, progress
-        _ = self.executor  # a cluster build without a shared remote is bad input, first
+        executor = self.executor  # a cluster build without a shared remote: bad input, first
         cache = self.remote_cache
         if cache is not None:
+            decisions = self.plan()
+            if executor is not None and any(d.action in ("build", "pending") for d in decisions):
+                executor.warm_up()  # connects while the rest is fetched and placed
             # What the plan already finds on a remote is fetched up front, all at once
             # (concurrent downloads, batched writes), instead of one package per worker.
-            wanted = [d.record for d in self.plan() if d.action == "fetch" and d.record]
+            wanted = [d.record for d in decisions if d.action == "fetch" and d.record]
             fetched = {record.signature for record in cache.fetch_many(wanted)}
             self.builder.fetched = self.builder.fetched | fetched
         nodes = self.graph()

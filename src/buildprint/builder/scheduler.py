@@ -59,8 +59,9 @@ class RemoteBuilt(Protocol):
     def built(self) -> bool: ...
 
 
-#: Builds a decided package elsewhere (a cluster executor) and returns its record there.
-RemoteBuild = Callable[[Decision, Mapping[str, DepResult]], RemoteBuilt]
+#: Builds a decided package elsewhere (a cluster executor) and returns its record there; the
+#: int is its priority (how long a chain of the run's packages waits on it).
+RemoteBuild = Callable[[Decision, Mapping[str, DepResult], int], RemoteBuilt]
 
 log = logging.getLogger("buildprint.store")
 
@@ -102,6 +103,12 @@ class Builder:
         #: whose stored wheel turns out damaged when a dependent needs it.
         self._inputs: dict[str, tuple[PackageNode, Mapping[str, DepResult]]] = {}
         self._inputs_lock = threading.Lock()
+        #: Per package of the run: the longest chain of its dependents (cluster priorities).
+        self._heights: dict[str, int] = {}
+        #: Builds done elsewhere whose wheels are being fetched and placed, in the background:
+        #: their dependents need not wait for that (their workers fetch from the remote).
+        self._placing: list[tuple[Outcome, Future[None]]] = []
+        self._placer: ThreadPoolExecutor | None = None
 
     def run(
         self,
@@ -120,8 +127,11 @@ class Builder:
                 waits = ", ".join(node.deps) or "a worker"
                 progress("pending", Decision(node, "pending", reason=f"waits for {waits}"))
         self.check_inputs(nodes, skip=done)
+        self._heights = _heights(nodes)
         try:
-            return self._run(nodes, jobs, progress, done)
+            outcomes = self._run(nodes, jobs, progress, done)
+            self._settle_placing()
+            return outcomes
         finally:
             # The wheelhouse's pages and memo, once for the whole run (and for what was
             # placed before an interruption), not once per wheel.
@@ -171,6 +181,8 @@ class Builder:
                     self.wheelhouse.flush()
                     flushed = time.monotonic()
         except BaseException:
+            if self._placer is not None:
+                self._placer.shutdown(wait=False, cancel_futures=True)
             # Ctrl-C reaches only this thread, and the builds run in sessions of their own:
             # stop queued work and end the running builds' process groups, rather than
             # waiting (hours, for some builds) for them to finish. Nothing half-built is
@@ -325,12 +337,11 @@ class Builder:
             return self._build(decision, deps)
 
     def _build_elsewhere(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
-        """Build on the cluster, then fetch the record it pushed and place its wheel."""
+        """Build on the cluster; the record it pushed is fetched and its wheel placed in the
+        background (the run waits for that before it ends), so dependents start at once."""
         assert self.remote_build is not None and self.fetch is not None
-        built = self.remote_build(decision, deps)
-        self.fetch(built.record)
-        self._place(built.record)
-        return Outcome(
+        built = self.remote_build(decision, deps, self._heights.get(decision.node.name, 0))
+        outcome = Outcome(
             decision,
             "built" if built.built else "fetched",
             built.record,
@@ -338,6 +349,29 @@ class Builder:
             worker=built.worker,
             worker_seconds=built.seconds,
         )
+        with self._inputs_lock:
+            if self._placer is None:
+                self._placer = ThreadPoolExecutor(4, thread_name_prefix="buildprint-place")
+            placing = self._placer.submit(self._fetch_and_place, built.record)
+            self._placing.append((outcome, placing))
+        return outcome
+
+    def _fetch_and_place(self, record: ActionRecord) -> None:
+        assert self.fetch is not None
+        self.fetch(record)
+        self._place(record)
+
+    def _settle_placing(self) -> None:
+        """Wait for the background fetches; a build whose wheel could not be fetched here
+        failed after all (it is on the remote: the next run fetches it)."""
+        with self._inputs_lock:
+            placing, self._placing = self._placing, []
+        for outcome, future in placing:
+            try:
+                future.result()
+            except BuildprintError as exc:
+                outcome.done = "failed"
+                outcome.error = f"built on {outcome.worker}, but not fetched here: {exc}"
 
     def _build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         node = decision.node
@@ -472,6 +506,17 @@ class Builder:
         if outcome.record is None or outcome.record.signature != record.signature:
             raise BuildFailed(f"{node.name}: the stored wheel of {dep} is damaged")
         return outcome.record
+
+
+def _heights(nodes: Sequence[PackageNode]) -> dict[str, int]:
+    """Per package: 1 + the longest chain of the run's packages that build with it (``nodes``
+    in dependency order)."""
+    heights = {node.name: 1 for node in nodes}
+    for node in reversed(nodes):
+        for dep in node.deps:
+            if dep in heights:
+                heights[dep] = max(heights[dep], heights[node.name] + 1)
+    return heights
 
 
 _TEMP_VARIABLES = frozenset({"TMPDIR", "TEMP", "TMP"})  # read by tempfile on first use

@@ -14,12 +14,16 @@ connects to the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import heapq
+import itertools
 import os
 import shutil
 import tarfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +113,10 @@ class ClusterExecutor:
         self._present: set[str] = set()  # blobs known to be on the remote
         self._trees: dict[str, tuple[str, Path]] = {}  # source digest -> (blob, tar file)
         self._pushed: set[str] = set()  # dependency records known to be on the remote
+        self._threads_seen = (float("-inf"), 0)
+        #: Builds in flight: at most one per worker thread, the longest chains first, so a
+        #: task is handed to a worker when one is free (not queued behind another's work).
+        self._slots = _Slots(lambda: self._threads(self.client()))
 
     # -- the cluster -------------------------------------------------------------------------
 
@@ -141,6 +149,28 @@ class ClusterExecutor:
                 raise self._connect_error from None
             return self._client
 
+    def warm_up(self) -> None:
+        """Import Dask and connect in the background (the run is about to build): the first
+        builds then find the client ready, or its error."""
+
+        def connect() -> None:
+            with contextlib.suppress(BuildprintError):
+                self.client()
+
+        threading.Thread(target=connect, name="buildprint-dask-connect", daemon=True).start()
+
+    def _threads(self, client: Client) -> int:
+        """The cluster's worker threads (looked up at most once a second)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._threads_seen[0] < 1.0:
+                return self._threads_seen[1]
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        count = sum(int(info.get("nthreads", 1)) for info in workers.values())
+        with self._lock:
+            self._threads_seen = (now, count)
+        return count
+
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
@@ -150,18 +180,31 @@ class ClusterExecutor:
 
     # -- one build ---------------------------------------------------------------------------
 
-    def build(self, decision: Decision, deps: Mapping[str, DepResult]) -> ClusterBuild:
+    def build(
+        self, decision: Decision, deps: Mapping[str, DepResult], priority: int = 0
+    ) -> ClusterBuild:
         """Build ``decision``'s package on a worker; the record the shared remote then holds.
-        A worker that refuses (another signature, another buildprint) is left out and the
-        task goes to the others; a worker that dies is replaced by Dask."""
+        Its inputs are uploaded first; the task is submitted when a worker thread is free,
+        the highest ``priority`` (the longest chain of dependents) first. A worker that
+        refuses (another signature, another buildprint) is left out and the task goes to the
+        others; a worker that dies is replaced by Dask."""
         node, signature = decision.node, decision.signature
         assert signature is not None and decision.manifest is not None
         client = self.client()  # before anything is uploaded for it
         (self.logs / f"{node.name}-{node.version}.log").unlink(missing_ok=True)
         spec = self._spec(decision, deps)
         blob = self._upload_bytes(spec.to_bytes())
+        # A build needing resources waits for its own workers, not for a general slot.
+        slot = contextlib.nullcontext() if node.settings.resources else self._slots.held(priority)
+        with slot:
+            return self._run(client, decision, spec, blob, priority)
+
+    def _run(
+        self, client: Client, decision: Decision, spec: TaskSpec, blob: str, priority: int
+    ) -> ClusterBuild:
         from buildprint.cluster.worker import run_task
 
+        node, signature = decision.node, spec.signature
         refused: dict[str, str] = {}
         key = f"buildprint-{node.name}-{node.version}-{signature}"
         while True:
@@ -175,6 +218,7 @@ class ClusterExecutor:
                 resources=dict(node.settings.resources) or None,
                 workers=restrict,
                 allow_other_workers=False,
+                priority=priority,
                 pure=False,
             )
             try:
@@ -238,6 +282,8 @@ class ClusterExecutor:
         """The worker's record, as the shared remote holds it (verified)."""
         record, problem = self.cache.lookup_at(self.remote, signature)
         if record is not None:
+            with self._lock:
+                self._pushed.add(signature)  # its dependents' workers find it there
             return record
         worker = result.get("worker")
         if problem is not None and "untrusted" in problem:
@@ -418,6 +464,39 @@ class ClusterExecutor:
             return self._upload(path, sha)
         finally:
             path.unlink(missing_ok=True)
+
+
+class _Slots:
+    """At most ``count()`` holders at a time; waiting ones enter highest priority first
+    (then in arrival order)."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+        self._busy = 0
+        self._waiting: list[tuple[int, int]] = []
+        self._arrivals = itertools.count()
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def held(self, priority: int) -> Iterator[None]:
+        ticket = (-priority, next(self._arrivals))
+        with self._changed:
+            heapq.heappush(self._waiting, ticket)
+            try:
+                # Woken by every release, and each half second: workers may have joined.
+                while self._waiting[0] != ticket or self._busy >= max(1, self._count()):
+                    self._changed.wait(timeout=0.5)
+            finally:
+                self._waiting.remove(ticket)
+                heapq.heapify(self._waiting)
+            self._busy += 1
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy -= 1
+                self._changed.notify_all()
 
 
 def _digest_of(items: list[str]) -> str:

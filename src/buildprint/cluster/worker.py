@@ -40,12 +40,14 @@ from buildprint.signature.manifest import Manifest
 if TYPE_CHECKING:
     from buildprint.engine import Engine
     from buildprint.store.cache import RemoteCache
+    from buildprint.store.remote import Remote
 
 __all__ = ["run_task", "worker_root"]
 
 #: The most of a failed build's log a task returns (its end: where the error is).
 _LOG_TAIL = 256 * 1024
 _materialise_lock = threading.Lock()
+_remotes: dict[str, Remote] = {}
 
 
 def worker_root() -> Path:
@@ -85,21 +87,27 @@ def _identity() -> tuple[str, str]:
     return str(worker.name), str(worker.address)
 
 
+def _remote(url: str) -> Remote:
+    """The remote at ``url``, opened once per worker process (its connections kept)."""
+    with _materialise_lock:
+        found = _remotes.get(url)
+        if found is None:
+            from buildprint.store import open_remote
+
+            found = _remotes[url] = open_remote(url, writable=True)
+        return found
+
+
 class _Task:
     def __init__(self, spec_blob: str, remote_url: str, root: Path) -> None:
-        from buildprint.store import open_remote
-
         self.root = root
         self.remote_url = remote_url
-        self.remote = open_remote(remote_url, writable=True)
+        self.remote = _remote(remote_url)
         self.spec_blob = spec_blob
 
     def run(self) -> dict[str, Any]:
-        try:
-            spec = TaskSpec.from_bytes(self._blob(self.spec_blob, "spec.json").read_bytes())
-            return self._build(spec)
-        finally:
-            self.remote.close()
+        spec = TaskSpec.from_bytes(self._blob(self.spec_blob, "spec.json").read_bytes())
+        return self._build(spec)
 
     def _build(self, spec: TaskSpec) -> dict[str, Any]:
         from buildprint.engine import Engine
