@@ -108,30 +108,60 @@ def _graph() -> dict[str, tuple[str, ...]]:
 
 GRAPH = _graph()
 
-_BACKEND = '''"""setuptools' backend, with build_wheel slowed down (a long build)."""
+_BACKEND = '''"""A PEP 517 backend whose build is a sleep (a long build that leaves the CPU to the
+coordinator, as a remote machine's build would), then a minimal pure wheel, written by hand."""
 
+import base64
+import hashlib
 import os
 import time
+import zipfile
+from email.parser import Parser
 
-from setuptools import build_meta as _setuptools
-from setuptools.build_meta import *  # noqa: F403
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     time.sleep(float(os.environ.get("BENCH_BUILD_SLEEP", "0")))
-    return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    with open("PKG-INFO", encoding="utf-8") as handle:
+        info = Parser().parse(handle)
+    name, version = info["Name"], info["Version"]
+    dist = name.replace("-", "_")
+    info_dir = f"{dist}-{version}.dist-info"
+    files = {
+        f"{dist}/__init__.py": f"__version__ = {version!r}\\n".encode(),
+        f"{info_dir}/METADATA": (
+            f"Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n"
+        ).encode(),
+        f"{info_dir}/WHEEL": (
+            b"Wheel-Version: 1.0\\nGenerator: bench\\nRoot-Is-Purelib: true\\n"
+            b"Tag: py3-none-any\\n"
+        ),
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(data)}")
+    record.append(f"{info_dir}/RECORD,,")
+    files[f"{info_dir}/RECORD"] = ("\\n".join(record) + "\\n").encode()
+    filename = f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as wheel:
+        for path, data in files.items():
+            wheel.writestr(zipfile.ZipInfo(path, (1980, 1, 1, 0, 0, 0)), data)
+    return filename
 '''
 
 
 def _specs(sleep: float | None) -> list[PackageSpec]:
     specs = []
     for name, deps in GRAPH.items():
-        requires = ", ".join(f'"{r}"' for r in ("setuptools>=64", *deps))
+        requires = ", ".join(f'"{r}"' for r in deps)
         pyproject = (
             f"[build-system]\nrequires = [{requires}]\n"
             'build-backend = "slowbuild"\nbackend-path = ["_backend"]\n\n'
-            f'[project]\nname = "{name}"\nversion = "1.0"\nrequires-python = ">=3.8"\n\n'
-            f'[tool.setuptools]\npackages = ["{name.replace("-", "_")}"]\n'
+            f'[project]\nname = "{name}"\nversion = "1.0"\nrequires-python = ">=3.8"\n'
         )
         settings = "" if sleep is None else f'env = {{ BENCH_BUILD_SLEEP = "{sleep}" }}\n'
         files = {"pyproject.toml": pyproject, "_backend/slowbuild.py": _BACKEND}
@@ -309,19 +339,22 @@ class Task:
     computing: float  # its worker started running it
     computed: float  # ... and ended
     finished: float  # the scheduler heard it ended
+    queued: float = 0.0  # queued_seconds: waited on the coordinator for a free worker thread
     free_at: float = 0.0  # when its worker could have started it (idle, and it received)
     stolen: bool = False  # moved to its worker by Dask's work stealing
 
     @property
     def busy_wait(self) -> float:
-        """Waiting for a free worker: the cluster was full, not an overhead."""
-        return self.free_at - self.received
+        """Waiting for a free worker (on the coordinator, then on the scheduler): the
+        cluster was full, not an overhead."""
+        return self.queued + self.free_at - self.received
 
     @property
     def coordinator(self) -> float:
-        """The coordinator's own part: before the submit (decide, spec, uploads, connect)
-        and after the result (lookup, fetch, place)."""
-        return self.seconds - (self.finished - self.received)
+        """The coordinator's own part: before the submit (decide, spec, uploads, connect;
+        not the wait for a free worker) and after the result (lookup; the wheel is fetched
+        and placed in the background)."""
+        return self.seconds - (self.finished - self.received) - self.queued
 
     @property
     def dispatch(self) -> float:
@@ -387,6 +420,7 @@ def _tasks(packages: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any]) -
                 received[name],
                 *computes[name],
                 finished[name],
+                queued=float(entry.get("queued_seconds") or 0.0),
             )
         )
     stolen = {package(key) for _stamp, key in data.get("steals", [])}

@@ -572,6 +572,7 @@ class Engine:
             self.wheelhouse,
             self.preparer.logs,
             fetch=cache.fetch if cache else None,
+            fetch_many=cache.fetch_many if cache else None,
             push=cache.push if cache and any(r.writable for r in cache.remotes) else None,
             remote_build=self.executor.build if self.executor else None,
         )

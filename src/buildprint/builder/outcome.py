@@ -31,6 +31,8 @@ class Outcome:
     worker: str | None = None
     #: How long its build took there (the rest of :attr:`seconds` went to moving it).
     worker_seconds: float | None = None
+    #: How long it waited for a free worker before it was submitted (the cluster was full).
+    queued_seconds: float | None = None
 
     @property
     def reason(self) -> str:

@@ -58,6 +58,9 @@ class RemoteBuilt(Protocol):
     @property
     def built(self) -> bool: ...
 
+    @property
+    def queued(self) -> float: ...
+
 
 #: Builds a decided package elsewhere (a cluster executor) and returns its record there; the
 #: int is its priority (how long a chain of the run's packages waits on it).
@@ -82,6 +85,7 @@ class Builder:
         logs: Path,
         *,
         fetch: Callable[[ActionRecord], None] | None = None,
+        fetch_many: Callable[[list[ActionRecord]], list[ActionRecord]] | None = None,
         push: Callable[[ActionRecord], object] | None = None,
         fetched: Collection[str] = (),
         source_date_epoch: int = backend.DEFAULT_SOURCE_DATE_EPOCH,
@@ -93,6 +97,7 @@ class Builder:
         self.wheelhouse = wheelhouse
         self.logs = logs
         self.fetch = fetch
+        self.fetch_many = fetch_many
         self.push = push
         #: Signatures fetched from a remote before the run: found locally now, but fetched.
         self.fetched = frozenset(fetched)
@@ -105,9 +110,11 @@ class Builder:
         self._inputs_lock = threading.Lock()
         #: Per package of the run: the longest chain of its dependents (cluster priorities).
         self._heights: dict[str, int] = {}
-        #: Builds done elsewhere whose wheels are being fetched and placed, in the background:
-        #: their dependents need not wait for that (their workers fetch from the remote).
-        self._placing: list[tuple[Outcome, Future[None]]] = []
+        #: Builds done elsewhere whose wheels are to be fetched and placed here: in the
+        #: background, in batches (one store write each), by one thread; their dependents
+        #: need not wait for that (their workers fetch from the remote).
+        self._unplaced: list[Outcome] = []
+        self._placing: list[Future[None]] = []
         self._placer: ThreadPoolExecutor | None = None
 
     def run(
@@ -339,7 +346,7 @@ class Builder:
     def _build_elsewhere(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         """Build on the cluster; the record it pushed is fetched and its wheel placed in the
         background (the run waits for that before it ends), so dependents start at once."""
-        assert self.remote_build is not None and self.fetch is not None
+        assert self.remote_build is not None
         built = self.remote_build(decision, deps, self._heights.get(decision.node.name, 0))
         outcome = Outcome(
             decision,
@@ -348,30 +355,43 @@ class Builder:
             note=built.note,
             worker=built.worker,
             worker_seconds=built.seconds,
+            queued_seconds=built.queued,
         )
         with self._inputs_lock:
             if self._placer is None:
-                self._placer = ThreadPoolExecutor(4, thread_name_prefix="buildprint-place")
-            placing = self._placer.submit(self._fetch_and_place, built.record)
-            self._placing.append((outcome, placing))
+                self._placer = ThreadPoolExecutor(1, thread_name_prefix="buildprint-place")
+            self._unplaced.append(outcome)
+            self._placing.append(self._placer.submit(self._place_fetched))
         return outcome
 
-    def _fetch_and_place(self, record: ActionRecord) -> None:
-        assert self.fetch is not None
-        self.fetch(record)
-        self._place(record)
+    def _place_fetched(self) -> None:
+        """Fetch the builds done elsewhere so far, as one batch, and place their wheels; a
+        build whose wheel could not be fetched here failed after all (it is on the remote:
+        the next run fetches it)."""
+        with self._inputs_lock:
+            batch, self._unplaced = self._unplaced, []
+        if not batch:
+            return
+        assert self.fetch_many is not None
+        stored = {r.signature for r in self.fetch_many([o.record for o in batch if o.record])}
+        for outcome in batch:
+            assert outcome.record is not None
+            problem = None if outcome.record.signature in stored else "fetching it failed"
+            if problem is None:
+                try:
+                    self._place(outcome.record)
+                except BuildprintError as exc:
+                    problem = str(exc)
+            if problem is not None:
+                outcome.done = "failed"
+                outcome.error = f"built on {outcome.worker}, but not placed here: {problem}"
 
     def _settle_placing(self) -> None:
-        """Wait for the background fetches; a build whose wheel could not be fetched here
-        failed after all (it is on the remote: the next run fetches it)."""
+        """Wait until every build done elsewhere is fetched and placed (or failed)."""
         with self._inputs_lock:
             placing, self._placing = self._placing, []
-        for outcome, future in placing:
-            try:
-                future.result()
-            except BuildprintError as exc:
-                outcome.done = "failed"
-                outcome.error = f"built on {outcome.worker}, but not fetched here: {exc}"
+        for future in placing:
+            future.result()
 
     def _build(self, decision: Decision, deps: Mapping[str, DepResult]) -> Outcome:
         node = decision.node

@@ -112,6 +112,8 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     out["worker"] = outcome.worker
     if outcome.worker_seconds is not None:
         out["worker_seconds"] = round(outcome.worker_seconds, 3)
+    if outcome.queued_seconds is not None:
+        out["queued_seconds"] = round(outcome.queued_seconds, 3)
     return out
 
 

@@ -68,6 +68,8 @@ class ClusterBuild:
     #: False when the worker found the build made already (by another run, or by itself
     #: before): this run fetched it.
     built: bool = True
+    #: How long it waited for a free worker thread before it was submitted.
+    queued: float = 0.0
 
 
 def scheduler_address(url: str) -> str:
@@ -190,17 +192,29 @@ class ClusterExecutor:
         others; a worker that dies is replaced by Dask."""
         node, signature = decision.node, decision.signature
         assert signature is not None and decision.manifest is not None
-        client = self.client()  # before anything is uploaded for it
-        (self.logs / f"{node.name}-{node.version}.log").unlink(missing_ok=True)
-        spec = self._spec(decision, deps)
-        blob = self._upload_bytes(spec.to_bytes())
-        # A build needing resources waits for its own workers, not for a general slot.
-        slot = contextlib.nullcontext() if node.settings.resources else self._slots.held(priority)
-        with slot:
-            return self._run(client, decision, spec, blob, priority)
+        ticket = self._slots.preparing(priority)
+        try:
+            client = self.client()  # before anything is uploaded for it
+            (self.logs / f"{node.name}-{node.version}.log").unlink(missing_ok=True)
+            spec = self._spec(decision, deps)
+            blob = self._upload_bytes(spec.to_bytes())
+        except BaseException:
+            self._slots.withdraw(ticket)
+            raise
+        if node.settings.resources:  # waits for its own workers, not for a general slot
+            self._slots.withdraw(ticket)
+            return self._run(client, decision, spec, blob, priority, 0.0)
+        with self._slots.held(ticket, handoff=priority - 1) as queued:
+            return self._run(client, decision, spec, blob, priority, queued)
 
     def _run(
-        self, client: Client, decision: Decision, spec: TaskSpec, blob: str, priority: int
+        self,
+        client: Client,
+        decision: Decision,
+        spec: TaskSpec,
+        blob: str,
+        priority: int,
+        queued: float,
     ) -> ClusterBuild:
         from buildprint.cluster.worker import run_task
 
@@ -244,6 +258,7 @@ class ClusterExecutor:
                 self._note(result, refused),
                 float(seconds) if isinstance(seconds, int | float) else None,
                 built=status == "built",
+                queued=queued,
             )
 
     def _candidates(
@@ -467,36 +482,80 @@ class ClusterExecutor:
 
 
 class _Slots:
-    """At most ``count()`` holders at a time; waiting ones enter highest priority first
-    (then in arrival order)."""
+    """At most ``count()`` builds in flight; a free slot goes to the waiting build of the
+    highest priority (the longest chain of dependents), then the earliest.
+
+    A build announces itself (:meth:`preparing`) before its inputs are uploaded, and a
+    build of lower priority does not take a slot while one of higher priority prepares, for
+    up to ``HOLD`` seconds: the critical path is not overtaken during its own uploads. A
+    released slot is likewise held that long for the releaser's most urgent dependent,
+    which its result has just made ready (``handoff``)."""
+
+    HOLD = 2.0
 
     def __init__(self, count: Callable[[], int]) -> None:
         self._count = count
         self._busy = 0
         self._waiting: list[tuple[int, int]] = []
-        self._arrivals = itertools.count()
+        self._preparing: dict[int, tuple[int, float]] = {}  # ticket -> (priority, since)
+        self._tickets = itertools.count()
         self._changed = threading.Condition()
 
-    @contextlib.contextmanager
-    def held(self, priority: int) -> Iterator[None]:
-        ticket = (-priority, next(self._arrivals))
+    def preparing(self, priority: int) -> int:
+        """Announce a build of ``priority``; its ticket for :meth:`held`."""
+        ticket = next(self._tickets)
         with self._changed:
-            heapq.heappush(self._waiting, ticket)
+            # A hand-off held for this priority (or a lower one) is now this build's.
+            for other, (held, _since) in list(self._preparing.items()):
+                if other < 0 and held <= priority:
+                    del self._preparing[other]
+            self._preparing[ticket] = (priority, time.monotonic())
+        return ticket
+
+    def withdraw(self, ticket: int) -> None:
+        """A build announced that will not wait for a slot after all."""
+        with self._changed:
+            self._preparing.pop(ticket, None)
+            self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def held(self, ticket: int, handoff: int = 0) -> Iterator[float]:
+        """Wait for a slot (yields how long that took); on release, hold it for a build of
+        priority ``handoff`` (0: none)."""
+        started = time.monotonic()
+        with self._changed:
+            priority, _since = self._preparing.pop(ticket, (0, started))
+            place = (-priority, ticket)
+            heapq.heappush(self._waiting, place)
             try:
-                # Woken by every release, and each half second: workers may have joined.
-                while self._waiting[0] != ticket or self._busy >= max(1, self._count()):
-                    self._changed.wait(timeout=0.5)
+                while not self._may_enter(place, priority):
+                    self._changed.wait(timeout=0.25)  # also: holds expire, workers join
             finally:
-                self._waiting.remove(ticket)
+                self._waiting.remove(place)
                 heapq.heapify(self._waiting)
             self._busy += 1
             self._changed.notify_all()
         try:
-            yield
+            yield time.monotonic() - started
         finally:
             with self._changed:
                 self._busy -= 1
+                if handoff > 0:
+                    self._preparing[-next(self._tickets) - 1] = (handoff, time.monotonic())
                 self._changed.notify_all()
+
+    def _may_enter(self, place: tuple[int, int], priority: int) -> bool:
+        if self._waiting[0] != place or self._busy >= max(1, self._count()):
+            return False
+        now = time.monotonic()
+        for other, (waiting, since) in list(self._preparing.items()):
+            if now - since >= self.HOLD:
+                if other < 0:
+                    del self._preparing[other]  # an unclaimed hand-off lapses
+                continue
+            if waiting > priority:
+                return False
+        return True
 
 
 def _digest_of(items: list[str]) -> str:
