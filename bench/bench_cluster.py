@@ -15,7 +15,8 @@ of 3 with 6 dependents on its top, a fan-in (two roots, one package building wit
 chain of 2 above it) and 8 packages on their own.
 
 Steps: the sdists are made by ``tests/support/cli.py`` (an in-tree backend ``_backend/
-slowbuild.py`` wrapping ``setuptools.build_meta``; the sleep is the package's settings ``env``
+slowbuild.py`` whose build sleeps, then writes a minimal wheel by hand, leaving the CPU to
+the coordinator as a build on another machine would; the sleep is the package's settings ``env``
 ``BENCH_BUILD_SLEEP``), the index is the test suite's wheel cache (offline). ``buildprint
 lock`` runs untimed in a copy of the project without that variable and without the remote:
 locking a package runs its backend with its build requirements installed, so the graph
