@@ -6,8 +6,11 @@ cluster."""
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +58,18 @@ def _tree_source(project: Path, name: str) -> None:
     )
 
 
+def _start_build(project: Path, cluster: DaskCluster, *args: str) -> subprocess.Popen[str]:
+    """``buildprint build --json ARGS --executor CLUSTER``, started (not awaited)."""
+    return subprocess.Popen(
+        [BUILDPRINT, "build", "--json", *args, "--executor", cluster.url],
+        cwd=project,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _wheels(project: Path) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -89,8 +104,6 @@ def test_every_build_runs_on_a_worker_and_matches_a_local_build(
     local = _project(tmp_path / "local", backend_wheels, http_url)
     _tree_source(local, "plain")
     (local / "patches").mkdir(exist_ok=True)
-    import shutil
-
     shutil.copytree(project / "patches", local / "patches", dirs_exist_ok=True)
     toml = (local / "buildprint.toml").read_text().split("[[remote]]")[0]
     (local / "buildprint.toml").write_text(toml)
@@ -108,11 +121,7 @@ def test_every_build_runs_on_a_worker_and_matches_a_local_build(
 
 
 def test_a_worker_killed_mid_build_loses_nothing(
-    tmp_path: Path,
-    backend_wheels: Path,
-    http_url: str,
-    nginx_server: NginxDav,
-    cluster: DaskCluster,
+    tmp_path: Path, backend_wheels: Path, http_url: str, cluster: DaskCluster
 ) -> None:
     workers = {n: cluster.add_worker(n, env=WORKER_ENV) for n in ("w1", "w2")}
     slow = PackageSpec(
@@ -120,14 +129,7 @@ def test_a_worker_killed_mid_build_loses_nothing(
         files={"setup.py": "import time\ntime.sleep(6)\nfrom setuptools import setup\nsetup()\n"},
     )
     project = _project(tmp_path / "coordinator", backend_wheels, http_url, [slow])
-    run = subprocess.Popen(
-        [BUILDPRINT, "build", "--json", "--executor", cluster.url],
-        cwd=project,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = _start_build(project, cluster)
     deadline = time.monotonic() + 120
     victim = None
     while victim is None and time.monotonic() < deadline and run.poll() is None:
@@ -139,8 +141,6 @@ def test_a_worker_killed_mid_build_loses_nothing(
     victim.kill()
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stdout + stderr
-    import json
-
     (entry,) = json.loads(stdout)["packages"]
     assert entry["action"] == "built"
     assert entry["worker"] != victim.name
@@ -173,21 +173,12 @@ def test_workers_that_sign_differently_refuse_and_gpu_builds_wait_for_a_gpu_work
     assert "other-version" in error and "9.9.9" in error and "0.1.0" in error
 
     # kernel needs a gpu: it waits, and runs once a worker with one joins.
-    waiting = subprocess.Popen(
-        [BUILDPRINT, "build", "--json", "kernel==1.0", "--executor", cluster.url],
-        cwd=project,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiting = _start_build(project, cluster, "kernel==1.0")
     time.sleep(8)
     assert waiting.poll() is None, waiting.communicate()
     cluster.add_worker("gpu", env=WORKER_ENV, resources="gpu=1")
     stdout, stderr = waiting.communicate(timeout=300)
     assert waiting.returncode == 0, stdout + stderr
-    import json
-
     (kernel,) = json.loads(stdout)["packages"]
     assert (kernel["action"], kernel["worker"]) == ("built", "gpu")
 
@@ -205,8 +196,6 @@ def test_secrets_never_travel_with_a_task(
     nginx_server: NginxDav,
     cluster: DaskCluster,
 ) -> None:
-    import uuid
-
     token = f"canary-pass-{uuid.uuid4().hex}"
     secret = f"canary-setting-{uuid.uuid4().hex}"
     spec = PackageSpec("alpha", settings=f'env = {{ API_KEY = "{secret}", CFLAGS = "-O2" }}\n')
@@ -254,21 +243,9 @@ def test_two_coordinators_build_each_signature_once(
         PackageSpec("side"),
     ]
     first = _project(tmp_path / "first", backend_wheels, http_url, specs)
-    import shutil
-
     second = tmp_path / "second"
     shutil.copytree(first, second)
-    runs = [
-        subprocess.Popen(
-            [BUILDPRINT, "build", "--json", "--executor", cluster.url],
-            cwd=project,
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for project in (first, second)
-    ]
+    runs = [_start_build(project, cluster) for project in (first, second)]
     results = [run.communicate(timeout=300) for run in runs]
     for run, (stdout, stderr) in zip(runs, results, strict=True):
         assert run.returncode == 0, stdout + stderr

@@ -246,7 +246,7 @@ class ClusterExecutor:
             if status == "refused":
                 refused[str(result.get("address"))] = f"{worker}: {result.get('reason')}"
                 if len(refused) >= _MAX_REFUSALS:
-                    raise BuildFailed(self._refusals(node, refused))
+                    raise BuildFailed(self._refusals(refused))
                 continue
             if status == "failed":
                 self._keep_log(node, result.get("log"))
@@ -274,11 +274,11 @@ class ClusterExecutor:
             and all(info.get("resources", {}).get(k, 0) >= v for k, v in wanted.items())
         ]
         if not found:
-            raise BuildFailed(self._refusals(node, refused))
+            raise BuildFailed(self._refusals(refused))
         return found
 
     @staticmethod
-    def _refusals(node: PackageNode, refused: Mapping[str, str]) -> str:
+    def _refusals(refused: Mapping[str, str]) -> str:
         said = "; ".join(refused.values())
         return f"no worker of the cluster accepts the task ({said})"
 
