@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import buildprint
 from buildprint.cluster.spec import DepSpec, SourceSpec, TaskSpec, lock_entry_data
 from buildprint.errors import InputError
 from buildprint.resolve.lockfile import LockedBuildDeps, PinnedWheel
@@ -62,3 +63,11 @@ def test_another_format_or_garbage_is_refused() -> None:
     raw["format"] = 1
     with pytest.raises(InputError, match="unreadable task spec"):
         TaskSpec.from_bytes(json.dumps(raw).encode())
+
+
+def test_the_named_worker_task_refuses_another_version() -> None:
+    from buildprint.cluster.coordinator import _worker_task
+
+    said = _worker_task("0" * 64, "http://127.0.0.1:9/cache", "0.0.0-other")
+    assert said["status"] == "refused"
+    assert "0.0.0-other" in said["reason"] and buildprint.__version__ in said["reason"]

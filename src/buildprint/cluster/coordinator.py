@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import importlib
 import itertools
 import os
 import shutil
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from buildprint.store.cache import RemoteCache
     from buildprint.store.remote import Remote
 
-__all__ = ["ClusterBuild", "ClusterExecutor", "scheduler_address"]
+__all__ = ["WORKER_TASK", "ClusterBuild", "ClusterExecutor", "scheduler_address"]
 
 #: How many workers may refuse one task (each for a reason of its own) before it fails.
 _MAX_REFUSALS = 8
@@ -216,15 +217,13 @@ class ClusterExecutor:
         priority: int,
         queued: float,
     ) -> ClusterBuild:
-        from buildprint.cluster.worker import run_task
-
         node, signature = decision.node, spec.signature
         refused: dict[str, str] = {}
         key = f"buildprint-{node.name}-{node.version}-{signature}"
         while True:
             restrict = self._candidates(client, node, refused) if refused else None
             future = client.submit(
-                run_task,
+                _worker_task,
                 blob,
                 spec.remote,
                 buildprint.__version__,
@@ -479,6 +478,19 @@ class ClusterExecutor:
             return self._upload(path, sha)
         finally:
             path.unlink(missing_ok=True)
+
+
+#: What a worker runs, named: the worker's side drives an :class:`~buildprint.engine.Engine`
+#: of its own (it stands above the engine, as the CLI does), and this module, which the
+#: engine opens, does not import it.
+WORKER_TASK = "buildprint.cluster.worker:run_task"
+
+
+def _worker_task(*args: str) -> dict[str, Any]:
+    """The task Dask runs on a worker: :data:`WORKER_TASK`, imported there."""
+    module, name = WORKER_TASK.split(":")
+    task: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), name)
+    return task(*args)
 
 
 class _Slots:
