@@ -537,8 +537,9 @@ class Engine:
         self._jobs, self._progress = jobs, progress
         executor = self.executor  # a cluster build without a shared remote: bad input, first
         cache = self.remote_cache
+        nodes = self.graph()  # locked once: the plan below and the run share it
         if cache is not None:
-            decisions = self.plan()
+            decisions = self.planner.plan(nodes)
             if executor is not None and any(d.action in ("build", "pending") for d in decisions):
                 executor.warm_up()  # connects while the rest is fetched and placed
             # What the plan already finds on a remote is fetched up front, all at once
@@ -546,7 +547,6 @@ class Engine:
             wanted = [d.record for d in decisions if d.action == "fetch" and d.record]
             fetched = {record.signature for record in cache.fetch_many(wanted)}
             self.builder.fetched = self.builder.fetched | fetched
-        nodes = self.graph()
         outcomes = self.builder.run(nodes, jobs, progress, done=self._early)
         placed = {
             o.decision.node.name: o.record

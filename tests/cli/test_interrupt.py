@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from buildprint.store.local import LocalStore
-from tests.support.cli import BUILDPRINT, PackageSpec, cli_env, plan, write_project
+from tests.support.cli import PackageSpec, plan, start_cli, write_project
 
 pytestmark = pytest.mark.slow  # real builds, one of them interrupted
 
@@ -72,15 +71,8 @@ def test_sigint_during_a_build_exits_130_and_leaves_nothing_behind(
             ),
         ],
     )
-    process = subprocess.Popen(
-        [BUILDPRINT, "build", *args],
-        cwd=project,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # so the test's own clean-up can end the whole group
-    )
+    # A session of its own, so the test's own clean-up can end the whole group.
+    process = start_cli(project, "build", *args, start_new_session=True)
     pids: list[int] = []
     try:
         deadline = time.monotonic() + 180

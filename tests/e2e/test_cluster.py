@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import BUILDPRINT, PackageSpec, cli_env, run_cli, write_project
+from tests.support.cli import PackageSpec, run_cli, start_cli, write_project
 from tests.support.sdists import extract_sdist
 from tests.support.servers.dask import DaskCluster, signing_key, worker_builds
 from tests.support.servers.nginx import NginxDav
@@ -60,14 +60,7 @@ def _tree_source(project: Path, name: str) -> None:
 
 def _start_build(project: Path, cluster: DaskCluster, *args: str) -> subprocess.Popen[str]:
     """``buildprint build --json ARGS --executor CLUSTER``, started (not awaited)."""
-    return subprocess.Popen(
-        [BUILDPRINT, "build", "--json", *args, "--executor", cluster.url],
-        cwd=project,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli(project, "build", "--json", *args, "--executor", cluster.url)
 
 
 def _wheels(project: Path) -> dict[str, str]:
@@ -147,7 +140,12 @@ def test_a_worker_killed_mid_build_loses_nothing(
     # The remote holds exactly one entry for the package, and it verifies.
     listed = run_cli(project, "cache", "ls", "--remote", http_url, "--json")
     assert listed.code == 0, listed.stderr
-    assert listed.stdout.count(entry["signature"]) >= 1
+    (remote,) = listed.json()["remotes"]
+    slow_entries = [r for r in remote["records"] if r["name"] == "slow"]
+    assert [(r["signature"], r["verified"]) for r in slow_entries] == [(entry["signature"], True)]
+    # ... naming the wheel the coordinator placed (cache verify re-checks its blobs).
+    (placed,) = (project / "wheelhouse").glob("slow-*.whl")
+    assert slow_entries[0]["wheels"] == [placed.name]
     verify = run_cli(project, "cache", "verify", "--remote", http_url)
     assert verify.code == 0, verify.stdout + verify.stderr
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from buildprint.store.local import LocalStore
-from tests.support.cli import BUILDPRINT, PackageSpec, build, cli_env, plan, write_project
+from tests.support.cli import PackageSpec, build, plan, start_cli, write_project
 
 # setup.py runs inside the PEP 517 backend; in the wheel build it tells the test it started,
 # then sleeps long enough to be killed mid-build. The package env hands it SLOW_MARKER.
@@ -48,13 +47,7 @@ def test_killed_build_leaves_no_record_and_is_built_next_time(
             ),
         ],
     )
-    process = subprocess.Popen(
-        [BUILDPRINT, "build", "--json"],
-        cwd=project,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_cli(project, "build", "--json", quiet=True)
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():

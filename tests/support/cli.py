@@ -31,6 +31,7 @@ __all__ = [
     "repack_sdist",
     "run_cli",
     "snapshot",
+    "start_cli",
     "unified_patch",
     "write_project",
     "write_sdist",
@@ -79,6 +80,23 @@ def run_cli(
         check=False,
     )
     return CliRun(done.returncode, done.stdout, done.stderr)
+
+
+def start_cli(
+    project: Path, *args: str, quiet: bool = False, **popen: Any
+) -> subprocess.Popen[str]:
+    """``buildprint ARGS`` in ``project``, started, not awaited: its output piped (as text),
+    or discarded when ``quiet``; ``popen`` adds ``Popen`` arguments (``start_new_session``)."""
+    output = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [BUILDPRINT, *args],
+        cwd=project,
+        env=cli_env(),
+        stdout=output,
+        stderr=output,
+        text=True,
+        **popen,
+    )
 
 
 def _checked(

@@ -32,7 +32,7 @@ from buildprint.resolve.metadata import install_requirements, requires_dist
 from buildprint.resolve.pins import fetch_pinned, resolve, tags_for
 from buildprint.resolve.sources import ResolvedSource, SourceResolver
 
-__all__ = ["Preparer"]
+__all__ = ["Preparer", "copy_source_folder"]
 
 
 @dataclass
@@ -87,14 +87,7 @@ class Preparer:
         dest.mkdir(parents=True)
         located = self.resolver.fetch(source)
         if located.is_dir():
-            root = dest / f"{source.name}-{source.version}"
-            copied = copy_tree(located, root)
-            if copied.digest != source.digest:
-                raise InputError(
-                    f"source folder of {source.name} changed since its digest was taken "
-                    "(while this run was planned); run again",
-                    file=located,
-                )
+            root = copy_source_folder(source, located, dest)
         else:
             # A local archive is digested by stat at plan time; one replaced since must not be
             # built under the signature of the one that was read.
@@ -238,6 +231,19 @@ class Preparer:
                 if entry.is_dir() and abandoned(entry.name):
                     shutil.rmtree(entry, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix=f"{owner_tag()}.{what}.", dir=self.work_root))
+
+
+def copy_source_folder(source: ResolvedSource, located: Path, dest: Path) -> Path:
+    """Copy a folder source to ``dest/<name>-<version>`` by the walk that digests it; a copy
+    whose digest is not the signed one (the folder changed since it was read) is refused."""
+    root = dest / f"{source.name}-{source.version}"
+    if copy_tree(located, root).digest != source.digest:
+        raise InputError(
+            f"source folder of {source.name} changed since its digest was taken "
+            "(while this run was planned); run again",
+            file=located,
+        )
+    return root
 
 
 def _wheel_requirements(wheel: Path, settings_file: Path) -> list[str]:

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import buildprint
+from buildprint.builder.preparer import Preparer, copy_source_folder
 from buildprint.cluster.spec import DepSpec, SourceSpec, TaskSpec, lock_entry_data
-from buildprint.errors import BuildFailed, BuildprintError, InputError
+from buildprint.errors import BuildFailed, BuildprintError
 from buildprint.inputs.env import is_secret_name
 from buildprint.inputs.files import file_digest
-from buildprint.inputs.tree import copy_tree
 from buildprint.plan.decision import Decision
 from buildprint.plan.graph import PackageNode
 from buildprint.plan.inputs import DepResult, locked_wheels
@@ -43,7 +43,6 @@ from buildprint.store.record import ActionRecord
 if TYPE_CHECKING:
     from distributed import Client
 
-    from buildprint.builder.preparer import Preparer
     from buildprint.plan.inputs import InputCollector
     from buildprint.project.project import Project
     from buildprint.resolve.sources import SourceResolver
@@ -131,14 +130,8 @@ class ClusterExecutor:
                 return self._client
             if self._connect_error is not None:
                 raise self._connect_error
-            try:
-                from distributed import Client
-            except ImportError:
-                self._connect_error = InputError(
-                    f"--executor {self.url} needs Dask's distributed: "
-                    "pip install 'buildprint[cluster]'"
-                )
-                raise self._connect_error from None
+            from distributed import Client  # the engine checked that it is installed
+
             try:
                 self._client = Client(
                     scheduler_address(self.url),
@@ -168,7 +161,10 @@ class ClusterExecutor:
         with self._lock:
             if now - self._threads_seen[0] < 1.0:
                 return self._threads_seen[1]
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        try:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+        except Exception:  # the scheduler went away: the tasks in flight will say so
+            return self._threads_seen[1]
         count = sum(int(info.get("nthreads", 1)) for info in workers.values())
         with self._lock:
             self._threads_seen = (now, count)
@@ -222,24 +218,26 @@ class ClusterExecutor:
         key = f"buildprint-{node.name}-{node.version}-{signature}"
         while True:
             restrict = self._candidates(client, node, refused) if refused else None
-            future = client.submit(
-                _worker_task,
-                blob,
-                spec.remote,
-                buildprint.__version__,
-                key=key if not refused else f"{key}-{_digest_of(sorted(refused))}",
-                resources=dict(node.settings.resources) or None,
-                workers=restrict,
-                allow_other_workers=False,
-                priority=priority,
-                pure=False,
-            )
+            future = None
             try:
+                future = client.submit(
+                    _worker_task,
+                    blob,
+                    spec.remote,
+                    buildprint.__version__,
+                    key=key if not refused else f"{key}-{_digest_of(sorted(refused))}",
+                    resources=dict(node.settings.resources) or None,
+                    workers=restrict,
+                    allow_other_workers=False,
+                    priority=priority,
+                    pure=False,
+                )
                 result: dict[str, Any] = future.result()
-            except Exception as exc:  # KilledWorker, CancelledError, a worker's crash
+            except Exception as exc:  # KilledWorker, CancelledError, the scheduler gone
                 raise BuildFailed(f"the cluster task failed: {exc!r}") from None
             finally:
-                future.release()
+                if future is not None:
+                    future.release()
             status = result.get("status")
             worker = str(result.get("worker"))
             if status == "refused":
@@ -264,8 +262,11 @@ class ClusterExecutor:
         self, client: Client, node: PackageNode, refused: Mapping[str, str]
     ) -> list[str]:
         """The workers that have not refused ``node`` and have the resources it needs."""
-        workers = client.scheduler_info(n_workers=-1)["workers"]
         wanted = node.settings.resources
+        try:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+        except Exception as exc:  # the scheduler went away
+            raise BuildFailed(f"the cluster task failed: {exc!r}") from None
         found = [
             address
             for address, info in workers.items()
@@ -327,11 +328,11 @@ class ClusterExecutor:
         settings = node.settings.model_dump(by_alias=True, exclude={"source"})
         secret = sorted(name for name in node.settings.env if is_secret_name(name))
         settings["env"] = {k: v for k, v in node.settings.env.items() if k not in secret}
-        wheels = {}
-        for pin, path in zip(
-            locked_wheels(node), self.preparer.wheels(locked_wheels(node)), strict=True
-        ):
-            wheels[pin.filename] = self._upload(path, pin.sha256)
+        pins = locked_wheels(node)
+        wheels = {
+            pin.filename: self._upload(path, pin.sha256)
+            for pin, path in zip(pins, self.preparer.wheels(pins), strict=True)
+        }
         return TaskSpec(
             buildprint=buildprint.__version__,
             name=node.name,
@@ -420,17 +421,10 @@ class ClusterExecutor:
         folder = self.scratch / f"tree-{source.digest[:16]}-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        top = f"{source.name}-{source.version}"
-        copied = copy_tree(located, folder / top)
-        if copied.digest != source.digest:
-            raise InputError(
-                f"source folder of {source.name} changed since its digest was taken "
-                "(while this run was planned); run again",
-                file=located,
-            )
+        root = copy_source_folder(source, located, folder)
         tar = folder.with_suffix(".tar")
         with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as archive:
-            archive.add(folder / top, arcname=top, filter=_plain_member)
+            archive.add(root, arcname=root.name, filter=_plain_member)
         shutil.rmtree(folder, ignore_errors=True)
         blob = self._upload(tar)
         with self._lock:

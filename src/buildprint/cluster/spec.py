@@ -11,7 +11,7 @@ pass-through variables are never in it, and remote URLs carry no credentials.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from buildprint.errors import InputError
@@ -73,7 +73,6 @@ class TaskSpec:
     trusted_keys: list[str]  # public keys whose records the worker may take as dependencies
     force: bool = False
     format: int = SPEC_FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
