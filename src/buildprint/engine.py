@@ -31,6 +31,7 @@ from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, InputError
 from buildprint.fsio import process_temp_dir, release_process_temp_dir
 from buildprint.inputs.archive import ArchiveLimits
+from buildprint.inputs.discovered import SystemFiles
 from buildprint.inputs.toolchain import interpreter_identity
 from buildprint.options import Options
 from buildprint.plan.decision import Decision, PlanEntry
@@ -240,7 +241,15 @@ class Engine:
             force=self.options.force,
             reuse_by_version=self.options.reuse_by_version,
             tags=lambda: self.preparer.tags,
+            # With an executor the builds, and so the system files they read, are the
+            # workers': each worker checks them against its own (docs/discovered.md).
+            system=None if self.executor_url else self.system_files,
         )
+
+    @cached_property
+    def system_files(self) -> SystemFiles:
+        """The system files' digests, memoized by stat (discovered inputs are checked)."""
+        return SystemFiles(Memo(self.store_dir / "memo" / "system-files.json"))
 
     @cached_property
     def preparer(self) -> Preparer:
@@ -339,6 +348,8 @@ class Engine:
                 remote.close()
         if save and "memo" in opened:
             self.memo.save()
+        if save and "system_files" in opened:
+            self.system_files.save()
         if save and "resolver" in opened:
             self.resolver.save()  # the folder sources' tree memos
         if "index" in opened:

@@ -37,6 +37,7 @@ from pyproject_hooks import (
 
 from buildprint.builder.environment import BuildEnvironment
 from buildprint.builder.guard import run_guarded
+from buildprint.builder.trace import traced
 from buildprint.errors import BuildFailed, InputError
 from buildprint.inputs.toolchain import toolset
 from buildprint.project.toml import line_of
@@ -269,10 +270,17 @@ def _tail(log_path: Path, count: int = LOG_TAIL_LINES) -> str:
 class _Runner:
     """A pyproject_hooks subprocess runner: clean environment, output appended to a log file."""
 
-    def __init__(self, base_env: dict[str, str], log_path: Path, timeout: float | None) -> None:
+    def __init__(
+        self,
+        base_env: dict[str, str],
+        log_path: Path,
+        timeout: float | None,
+        trace: tuple[str, Path] | None = None,
+    ) -> None:
         self.base_env = base_env
         self.log_path = log_path
         self.timeout = timeout
+        self.trace = trace  # (strace, folder): the hook runs traced, one file per process
 
     def __call__(
         self,
@@ -284,6 +292,10 @@ class _Runner:
         if extra_environ:
             env.update(extra_environ)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.trace is not None:
+            strace, folder = self.trace
+            folder.mkdir(parents=True, exist_ok=True)
+            cmd = traced(cmd, strace, folder / "trace")
         with self.log_path.open("ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
@@ -305,6 +317,7 @@ def _call(
     log_path: Path | None = None,
     timeout: float | None = None,
     remap_source_path: bool = False,
+    trace: tuple[str, Path] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run PEP 517 ``hook`` with ``kwargs`` (``config_settings`` added) in ``env``."""
@@ -317,7 +330,7 @@ def _call(
     environ = build_env(env, extra_env, source_date_epoch=source_date_epoch)
     if remap_source_path:
         environ = remap_source_flags(environ, source_dir)
-    runner = _Runner(environ, log, timeout)
+    runner = _Runner(environ, log, timeout, trace)
     caller = BuildBackendHookCaller(
         str(source_dir),
         system.backend,
@@ -484,6 +497,7 @@ def build_wheel(
     log_path: Path | None = None,
     timeout: float | None = None,
     remap_source_path: bool = False,
+    trace: tuple[str, Path] | None = None,
 ) -> Path:
     """Build a wheel of ``source_dir`` in ``env`` and return its path inside ``out_dir``.
 
@@ -497,6 +511,9 @@ def build_wheel(
     Compiled code records the directory it was built in. Build at a path that does not vary
     between runs, or pass ``remap_source_path=True`` (see :func:`remap_source_flags`) to make
     the wheel independent of where ``source_dir`` is.
+
+    ``trace=(strace, folder)`` runs the backend under ``strace`` (see
+    :mod:`buildprint.builder.trace`), its trace files in ``folder``.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -512,6 +529,7 @@ def build_wheel(
             log_path=log_path,
             timeout=timeout,
             remap_source_path=remap_source_path,
+            trace=trace,
             wheel_directory=str(staging),
         )
         built = staging / str(name)

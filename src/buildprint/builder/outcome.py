@@ -44,6 +44,7 @@ class Outcome:
             return None
         return DepResult(
             self.decision.node.version,
-            self.record.signature,
+            self.record.manifest_signature,
             self.record.artifacts[0].content_digest,
+            self.record.signature,
         )

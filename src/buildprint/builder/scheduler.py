@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -14,21 +16,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyproject_hooks
 from filelock import FileLock
 
 from buildprint.builder import backend
+from buildprint.builder.environment import BuildEnvironment
 from buildprint.builder.guard import kill_guarded
 from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
+from buildprint.builder.trace import interpreter_roots, parse_trace, tracer
 from buildprint.builder.wheel import artifact_digest, check_built_wheel, embed_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, BuildprintError, CorruptBlob, InputError
+from buildprint.inputs.discovered import ReadReport, SystemFiles, classify
+from buildprint.inputs.toolchain import toolset
 from buildprint.plan.decision import Decision
 from buildprint.plan.graph import PackageNode
 from buildprint.plan.inputs import DepResult, locked_wheels
 from buildprint.plan.planner import Planner
 from buildprint.project.hooks import PluginHooks, call_hook
 from buildprint.project.tracking import HookReads, tracking
+from buildprint.signature.canonical import canonical_bytes
 from buildprint.signature.compose import PendingDependencies
 from buildprint.signature.manifest import Manifest
 from buildprint.states import Done
@@ -335,7 +343,11 @@ class Builder:
         locks.mkdir(parents=True, exist_ok=True)
         with FileLock(str(locks / f"{signature}.lock")):
             forced = decision.node.name in self.planner.force
-            stored = None if forced else self.store.get_record(signature)
+            stored = (
+                None
+                if forced
+                else self.planner.find(decision.node, signature, remotes=False).record
+            )
             if stored is not None and self._place_stored(decision.node.name, stored) is None:
                 note = "built by another buildprint process meanwhile; reused"
                 return Outcome(decision, "reused", stored, note=note)
@@ -419,7 +431,13 @@ class Builder:
             )
             out = work / "out"
             shutil.rmtree(out, ignore_errors=True)
+            tracing = tracer()
+            trace = None
+            if tracing.path is not None:
+                trace = (tracing.path, work / "trace")
+                shutil.rmtree(trace[1], ignore_errors=True)
             if hooks is not None and "build_wheel" in hooks:
+                trace = None  # it runs in this process: not traced
                 # The hook gets the environment the backend would get, whole.
                 environ = backend.remap_source_flags(
                     backend.build_env(benv, env, source_date_epoch=self.source_date_epoch),
@@ -449,12 +467,18 @@ class Builder:
                     # Compiled paths must not depend on where the store is, or two
                     # machines (or checkouts) build different bytes from equal inputs.
                     remap_source_path=True,
+                    trace=trace,
                 )
             check_built_wheel(built, node.name, node.version, self.preparer.tags)
+            reads = None
+            if trace is not None:
+                reads = self._reads(node, root, benv, env, work, trace[1], tracing.version)
+                if node.settings.signature.policy().discovered:
+                    manifest = manifest.with_discovered(reads.discovered)
             final = embed_manifest(
                 built, manifest.to_bytes(), work / "final", build_tag=node.settings.rebuild
             )
-            record = self._store(node, manifest, final)
+            record = self._store(node, manifest, final, stale=decision.stale, reads=reads)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Outcome(decision, "built", record, log=log if log.exists() else None)
@@ -466,16 +490,70 @@ class Builder:
         record = self._store(node, manifest, self.preparer.wheels(node.locked.wheels)[0])
         return Outcome(decision, "built", record, note="prebuilt: the index wheel, as locked")
 
-    def _store(self, node: PackageNode, manifest: Manifest, wheel: Path) -> ActionRecord:
-        """Store ``wheel`` as ``node``'s build under ``manifest``, place it in the
-        wheelhouse and push it (when pushing)."""
+    def _reads(
+        self,
+        node: PackageNode,
+        root: Path,
+        benv: BuildEnvironment,
+        declared: Mapping[str, str],
+        work: Path,
+        trace: Path,
+        tracer_version: str,
+    ) -> ReadReport:
+        """What the traced build read, sorted (see :func:`classify`)."""
+        reads = parse_trace(sorted(trace.glob("trace.*")))
+        tools = toolset(benv.interpreter, declared)
+        variables = dict.fromkeys((*backend.CONSTRUCTED, "CPPFLAGS", "RUSTFLAGS"), "set")
+        variables.update(dict.fromkeys(declared, "declared"))
+        return classify(
+            reads.read | reads.executed,
+            reads.loaded,
+            tree=str(root),
+            environment=[
+                str(benv.path),
+                str(work),
+                str(benv.home_dir),
+                str(benv.tmp_dir),
+                *interpreter_roots(benv.interpreter),
+                os.path.dirname(pyproject_hooks.__file__),  # the hook runner
+                tempfile.gettempdir(),  # this process's: the hook runner's input.json
+            ],
+            toolchain=[
+                str(benv.python),
+                *(real for _found, real in filter(None, tools.found.values())),
+            ],
+            ignore=node.settings.signature.policy().discovered_ignore,
+            files=self.planner.system or SystemFiles(),
+            variables=variables,
+            tracer=tracer_version,
+        )
+
+    def _store(
+        self,
+        node: PackageNode,
+        manifest: Manifest,
+        wheel: Path,
+        *,
+        stale: ActionRecord | None = None,
+        reads: ReadReport | None = None,
+    ) -> ActionRecord:
+        """Store ``wheel`` as ``node``'s build under ``manifest`` (as a variant of the build
+        ``stale`` when that one's system files moved), place it in the wheelhouse and push
+        it (when pushing). What the build read is kept beside it, for ``audit``."""
         sha = self.store.put_blob(wheel)
+        key, variant_of = manifest.signature, None
+        if stale is not None and self.planner.system is not None:
+            key, variant_of = self.planner.variant(node, stale), manifest.signature
         record = ActionRecord(
-            signature=manifest.signature,
+            signature=key,
             name=node.name,
             version=node.version,
             manifest=manifest.to_json(),
             artifacts=(Artifact(wheel.name, sha, wheel.stat().st_size, artifact_digest(wheel)),),
+            variant_of=variant_of,
+            reads=None
+            if reads is None
+            else self.store.put_blob_bytes(canonical_bytes(reads.to_json())),
         )
         self.store.put_record(record)
         self.wheelhouse.add(wheel, wheel.name, sha)
@@ -491,7 +569,7 @@ class Builder:
         folder.mkdir(parents=True, exist_ok=True)
         found = []
         for dep in node.deps:
-            signature = deps[dep].signature
+            signature = deps[dep].key or deps[dep].signature
             record = self.store.get_record(signature) if signature else None
             if record is None:
                 raise BuildFailed(f"{node.name}: dependency {dep} has no stored wheel")

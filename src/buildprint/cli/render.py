@@ -17,7 +17,7 @@ from buildprint.builder.outcome import Outcome
 from buildprint.plan.decision import Decision, PlanEntry
 from buildprint.signature.canonical import CanonicalValue
 from buildprint.signature.diff import ABSENT, PLUGIN_HOOKS, Change
-from buildprint.signature.manifest import Manifest
+from buildprint.signature.manifest import DISCOVERED, Manifest
 from buildprint.states import ACTIONS, OUTCOMES
 from buildprint.store.record import ActionRecord
 
@@ -102,8 +102,10 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     out["action"] = outcome.done
     out["reason"] = outcome.reason
     if outcome.record is not None:
-        out["signature"] = outcome.record.signature
+        out["signature"] = outcome.record.manifest_signature
         out["wheel"] = outcome.record.artifacts[0].filename
+        if outcome.record.variant_of is not None:  # stored under a key of its own
+            out["variant"] = outcome.record.signature
     if outcome.error:
         out["error"] = outcome.error
     if outcome.log is not None:
@@ -246,6 +248,8 @@ def changes_tree(label: str, changes: Sequence[Change]) -> Tree:
 def _change_text(change: Change) -> str:
     """What one change says after its path: its note with short digests when it has one
     (a plugin hook's code), else ``old → new``."""
+    if change.path.startswith(f"{DISCOVERED}/"):  # a system file's digests, shortened
+        return f"{_short(change.old, 13)} → {_short(change.new, 13)}"
     if change.path == "plugin":  # a plugin added or dropped: which module, which hooks
         return f"{_plugin_summary(change.old)} → {_plugin_summary(change.new)}"
     if change.note:
@@ -286,6 +290,13 @@ def manifest_table(manifest: Manifest) -> Group:
     table.add_column("value", overflow="fold")
     for name, component in manifest.components.items():
         table.add_row(name, component.digest[:16], _short(component.value, 100))
+    if manifest.discovered is not None:
+        inputs = manifest.discovered_inputs
+        table.add_row(
+            f"{DISCOVERED} (checked, not signed)",
+            manifest.discovered.digest[:16],
+            f"{len(inputs)} system files: " + _short(", ".join(inputs), 100) if inputs else "none",
+        )
     return Group(heading, table)
 
 

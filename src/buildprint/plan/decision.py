@@ -45,14 +45,19 @@ class Decision:
     reason: str = ""
     pending_on: tuple[str, ...] = ()
     closest: str | None = None  # signature of the stored build compared against
+    #: The build stored under this signature whose discovered inputs no longer hold (a build
+    #: then stores as its variant).
+    stale: ActionRecord | None = None
 
     @property
     def signature(self) -> str | None:
         return self.manifest.signature if self.manifest else None
 
     def result(self) -> DepResult:
-        artifact = self.record.artifacts[0].content_digest if self.record else None
-        return DepResult(self.node.version, self.signature, artifact)
+        if self.record is None:
+            return DepResult(self.node.version, self.signature, None)
+        artifact = self.record.artifacts[0].content_digest
+        return DepResult(self.node.version, self.signature, artifact, self.record.signature)
 
     def entry(self) -> PlanEntry:
         return PlanEntry(

@@ -44,6 +44,8 @@ class DepResult:
     version: str
     signature: str | None
     artifact: str | None
+    #: The store key of the build (its signature, unless it is a variant: see ActionRecord).
+    key: str | None = None
 
 
 class InputCollector:

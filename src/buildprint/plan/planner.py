@@ -5,24 +5,26 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from buildprint.errors import InputError
+from buildprint.inputs.discovered import MISSING, SystemFiles, ignored_by, variant_key
 from buildprint.plan.decision import Decision, pending
 from buildprint.plan.graph import PackageNode
 from buildprint.plan.inputs import DepResult, InputCollector
 from buildprint.signature.compose import PendingDependencies
-from buildprint.signature.diff import Change, diff
-from buildprint.signature.manifest import Manifest
+from buildprint.signature.diff import ABSENT, Change, diff
+from buildprint.signature.manifest import DISCOVERED, Manifest
+from buildprint.states import Action
 from buildprint.store.index import IndexEntry
 from buildprint.store.local import LocalStore
 from buildprint.store.record import ActionRecord
 
-__all__ = ["Explanation", "Planner", "RemoteLookup"]
+__all__ = ["Explanation", "Found", "Planner", "RemoteLookup"]
 
 
 class RemoteLookup(Protocol):
@@ -40,6 +42,18 @@ class Explanation:
     changes: tuple[Change, ...] = ()
 
 
+@dataclass(frozen=True)
+class Found:
+    """What :meth:`Planner.find` found: a valid build (and whether it is local), or the
+    stored build that is no longer valid here and how its system files moved."""
+
+    action: Action = "build"
+    record: ActionRecord | None = None
+    reason: str = ""
+    stale: ActionRecord | None = None
+    moved: list[Change] = field(default_factory=list)
+
+
 class Planner:
     """Computes decisions; the builder calls :meth:`decide` again as dependencies finish."""
 
@@ -52,6 +66,7 @@ class Planner:
         force: Iterable[str] = (),
         reuse_by_version: Iterable[str] = (),
         tags: Callable[[], frozenset[Tag]] | None = None,
+        system: SystemFiles | None = None,
     ) -> None:
         self.collector = collector
         self.store = store
@@ -61,6 +76,9 @@ class Planner:
         #: The wheel tags the build interpreter installs: a wheel reused by version must
         #: carry one (None: any).
         self.tags = tags
+        #: What the system files hold now, to check stored builds' discovered inputs against
+        #: (None: not checked here, as on a coordinator whose builds run on a cluster).
+        self.system = system
         #: Remote answers so far, by signature (None: no remote has it).
         self._remote_answers: dict[str, ActionRecord | None] = {}
 
@@ -86,20 +104,15 @@ class Planner:
             return pending(node, waiting.names)
         signature = manifest.signature
         forced = node.name in self.force
+        stale: ActionRecord | None = None
+        moved: list[Change] = []
         if not forced:
-            record = self.store.get_record(signature)
-            if record is not None:
-                return Decision(
-                    node, "reuse", manifest, record, reason="same signature in the local store"
-                )
-            if self.remotes is not None:
-                remote = self._remote_record(signature)
-                if remote is not None:
-                    return Decision(
-                        node, "fetch", manifest, remote, reason="same signature in a remote cache"
-                    )
+            found = self.find(node, signature, remotes=True)
+            if found.record is not None:
+                return Decision(node, found.action, manifest, found.record, reason=found.reason)
+            stale, moved = found.stale, found.moved
         closest = self.closest(node, manifest)
-        changes = diff(closest[1], manifest, self.lookup_manifest) if closest else []
+        changes = moved + (diff(closest[1], manifest, self.lookup_manifest) if closest else [])
         if not forced and (node.settings.reuse == "version" or node.name in self.reuse_by_version):
             same_version = next(
                 (r for r in self.store.find(node.name, node.version) if self._installable(r)),
@@ -118,15 +131,78 @@ class Planner:
                     reason="reuse by version: an existing wheel of the same version",
                     closest=same_version.signature,
                 )
-        reason = "forced" if forced else ("inputs changed" if changes else "never built")
+        if forced:
+            reason = "forced"
+        elif stale is not None:
+            reason = "system files it read changed: " + ", ".join(
+                c.path[len(DISCOVERED) + 1 :] for c in moved
+            )
+        else:
+            reason = "inputs changed" if changes else "never built"
         return Decision(
             node,
             "build",
             manifest,
             changes=tuple(changes),
             reason=reason,
-            closest=closest[0].signature if closest else None,
+            closest=stale.signature if stale else closest[0].signature if closest else None,
+            stale=stale,
         )
+
+    def moved(self, node: PackageNode, record: ActionRecord) -> list[Change]:
+        """How the system files ``record``'s build read differ here now (empty: it holds, or
+        they are not checked: no record of them, ``discovered = false``, or no checks on
+        this machine)."""
+        policy = node.settings.signature.policy()
+        recorded = record.discovered
+        if self.system is None or not policy.discovered or not recorded:
+            return []
+        return [
+            Change(f"{DISCOVERED}/{path}", old, ABSENT if new == MISSING else new)
+            for path, old, new in self.system.changed(recorded, policy.discovered_ignore)
+        ]
+
+    def variant(self, node: PackageNode, record: ActionRecord) -> str:
+        """The key a build of ``record``'s signature stores under when ``record``'s system
+        files hold other content here (see :func:`variant_key`)."""
+        assert self.system is not None
+        ignore = node.settings.signature.policy().discovered_ignore
+        paths = [p for p in record.discovered or {} if not ignored_by(p, ignore)]
+        return variant_key(record.manifest_signature, paths, self.system)
+
+    def find(self, node: PackageNode, signature: str, *, remotes: bool) -> Found:
+        """The stored build of ``signature`` that is valid here: the one first stored under
+        it while the system files it read hold, else the variant built against what they
+        hold now; locally first, then (``remotes``) on the remotes."""
+        local = self.store.get_record(signature)
+        remote = None
+        if local is None and remotes and self.remotes is not None:
+            remote = self._remote_record(signature)
+        primary = local or remote
+        if primary is None:
+            return Found()
+        moved = self.moved(node, primary)
+        if not moved:
+            if primary is local:
+                return Found("reuse", primary, reason="same signature in the local store")
+            return Found("fetch", primary, reason="same signature in a remote cache")
+        key = self.variant(node, primary)
+        candidates: list[tuple[Action, ActionRecord | None]] = [
+            ("reuse", self.store.get_record(key))
+        ]
+        if remotes and self.remotes is not None:
+            candidates.append(("fetch", self._remote_record(key)))
+            if local is not None:  # the remote's first build may be of what is here now
+                candidates.append(("fetch", self._remote_record(signature)))
+        for action, record in candidates:
+            if (
+                record is not None
+                and record.manifest_signature == signature
+                and not self.moved(node, record)
+            ):
+                where = "the local store" if action == "reuse" else "a remote cache"
+                return Found(action, record, reason=f"same signature and system files in {where}")
+        return Found(stale=primary, moved=moved)
 
     def _installable(self, record: ActionRecord) -> bool:
         """Whether every wheel of ``record`` installs on the build interpreter."""
@@ -238,6 +314,11 @@ class Planner:
         which each such dependency contributes ``(after NAME is built)``."""
         by_name = {d.node.name: d for d in decisions}
         decision = by_name[name]
+        if decision.stale is not None:  # same signature; the system files it read moved
+            stale = Manifest.from_json(
+                decision.stale.manifest, source=f"store:{decision.stale.signature}"
+            )
+            return Explanation(decision, stale, decision.changes)
         if (
             decision.record is not None
             and decision.action in ("reuse", "fetch")

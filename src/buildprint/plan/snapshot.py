@@ -268,6 +268,9 @@ def collect_checks(
                     checks.note_file(dist.local_path.parent)
         if decision.record is not None:
             checks.note_file(store.record_path(decision.record.signature))
+            if decision.node.settings.signature.policy().discovered:
+                for path in decision.record.discovered or ():  # the system files it read
+                    checks.note_file(path)
     # The locked build requirements need no check: the plan takes their sha256 from the lock
     # (checked above) and reads no wheel; a build fetches them verified against it.
     checks.volatile += [f"{name}: version chosen by the index" for name in ranged]

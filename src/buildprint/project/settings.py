@@ -183,6 +183,16 @@ class PolicyTable(_Strict):
     configs: list[str] | None = None
     extra: dict[str, str] = Field(default_factory=dict)
     deps: dict[str, DepMode] = Field(default_factory=dict)
+    discovered: bool = True
+    discovered_ignore: list[str] = Field(default_factory=list, alias="discovered-ignore")
+
+    @field_validator("discovered_ignore")
+    @classmethod
+    def _absolute_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.startswith("/"):
+                raise ValueError(f"{pattern!r} is not an absolute path pattern")
+        return value
 
     def policy(self) -> Policy:
         return Policy(
@@ -192,6 +202,8 @@ class PolicyTable(_Strict):
             configs=None if self.configs is None else tuple(self.configs),
             extra=dict(self.extra),
             deps=dict(self.deps),
+            discovered=self.discovered,
+            discovered_ignore=tuple(self.discovered_ignore),
         )
 
 

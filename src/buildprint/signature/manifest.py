@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -17,12 +17,15 @@ from buildprint.signature.canonical import (
     normalize,
 )
 
-__all__ = ["SCHEME", "Component", "Manifest", "PackageRef", "signature_of"]
+__all__ = ["DISCOVERED", "SCHEME", "Component", "Manifest", "PackageRef", "signature_of"]
 
 #: Version of the signature algorithm. Bump it whenever hashing or component values change
 #: meaning, or builds under the same inputs would produce different wheels, so old and new
 #: signatures can never collide (history in docs/signature.md).
 SCHEME = 3
+
+#: The manifest part a finished build adds: the system files it read (not in the signature).
+DISCOVERED = "discovered"
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,18 @@ def signature_of(scheme: int, package: PackageRef, components: Mapping[str, Comp
 @dataclass(frozen=True)
 class Manifest:
     """Readable record of a signature. ``recorded`` holds facts kept for explanation only
-    (provenance, unhashed configs, dependency signatures) — they never enter the signature."""
+    (provenance, unhashed configs, dependency signatures) — they never enter the signature.
+
+    ``discovered`` is the part only a finished build knows: the system files it read, path ->
+    digest (``docs/discovered.md``). It is not in the signature (which is known before the
+    build); it is what a stored build under that signature stays valid on."""
 
     package: PackageRef
     components: Mapping[str, Component]
     recorded: Mapping[str, CanonicalValue] = field(default_factory=dict)
     scheme: int = SCHEME
     signature: str = ""
+    discovered: Component | None = None
 
     def __post_init__(self) -> None:
         ordered = {name: self.components[name] for name in sorted(self.components)}
@@ -94,8 +102,22 @@ class Manifest:
     def value(self, name: str) -> CanonicalValue:
         return self.components[name].value
 
+    def with_discovered(self, inputs: Mapping[str, str]) -> Manifest:
+        """This manifest with the ``discovered`` part of a finished build."""
+        return replace(self, discovered=Component.of(DISCOVERED, dict(inputs)))
+
+    @property
+    def discovered_inputs(self) -> dict[str, str]:
+        """``path -> digest`` of the discovered part (empty when there is none)."""
+        value = self.discovered.value if self.discovered is not None else None
+        return (
+            {k: v for k, v in value.items() if isinstance(v, str)}
+            if isinstance(value, dict)
+            else {}
+        )
+
     def to_json(self) -> dict[str, CanonicalValue]:
-        return {
+        out: dict[str, CanonicalValue] = {
             "scheme": self.scheme,
             "signature": self.signature,
             "package": self.package.to_json(),
@@ -104,6 +126,9 @@ class Manifest:
             },
             "recorded": dict(self.recorded),
         }
+        if self.discovered is not None:
+            out[DISCOVERED] = {"digest": self.discovered.digest, "value": self.discovered.value}
+        return out
 
     def to_bytes(self) -> bytes:
         """Canonical bytes, as stored in records and embedded in wheels."""
@@ -126,12 +151,19 @@ class Manifest:
                         f"component {name!r} digest does not match its value", file=source
                     )
                 components[name] = component
+            discovered = None
+            if DISCOVERED in data:
+                entry = data[DISCOVERED]
+                discovered = Component.of(DISCOVERED, entry["value"])
+                if discovered.digest != entry["digest"] or not isinstance(discovered.value, dict):
+                    raise InputError("the discovered part does not match its digest", file=source)
             return cls(
                 package=package,
                 components=components,
                 recorded=data.get("recorded", {}),
                 scheme=int(data["scheme"]),
                 signature=str(data["signature"]),
+                discovered=discovered,
             )
         except InputError as exc:
             raise InputError(exc.message, file=source) from None

@@ -56,6 +56,11 @@ class Policy:
     configs: tuple[str, ...] | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     deps: Mapping[str, DepMode] = field(default_factory=dict)
+    #: Whether a stored build is checked against the system files it read (its discovered
+    #: inputs), and which of those files not to check. Neither enters the signature: they
+    #: decide which stored build is still valid, not what a build is.
+    discovered: bool = True
+    discovered_ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in self.remove:

@@ -93,6 +93,13 @@ class ActionRecord:
 
     ``manifest`` is the manifest JSON object produced by the signature core, kept opaque
     here. ``created`` is informational (newest-first ordering), never part of an identity.
+
+    ``signature`` is the key the record is stored under. A build whose discovered inputs
+    (the system files it read) differ from those of the build first stored under its
+    signature is a *variant*: it is stored under a key of its own (see
+    :func:`buildprint.inputs.discovered.variant_key`) and ``variant_of`` names the signature
+    of its manifest. ``reads`` is the CAS digest of what the build read (``audit``), kept
+    where it was built.
     """
 
     signature: str
@@ -101,6 +108,8 @@ class ActionRecord:
     manifest: dict[str, Any]
     artifacts: tuple[Artifact, ...]
     created: str = field(default_factory=utc_now)
+    variant_of: str | None = None
+    reads: str | None = None
 
     def __post_init__(self) -> None:
         # The signature names the record file (ac/<signature>.json); a non-digest could
@@ -112,12 +121,30 @@ class ActionRecord:
         if not isinstance(self.manifest, dict):
             raise StoreError(f"record {self.signature}: manifest must be an object")
         claimed = self.manifest.get("signature")
-        if isinstance(claimed, str) and claimed != self.signature:
+        if self.variant_of is not None and not is_digest(self.variant_of):
+            raise StoreError(f"record {self.signature}: variant_of is not a digest")
+        if self.reads is not None and not is_digest(self.reads):
+            raise StoreError(f"record {self.signature}: reads is not a digest")
+        if isinstance(claimed, str) and claimed != (self.variant_of or self.signature):
             raise StoreError(
                 f"record {self.signature}: manifest claims signature {claimed}",
             )
         if not isinstance(self.artifacts, tuple):
             object.__setattr__(self, "artifacts", tuple(self.artifacts))
+
+    @property
+    def manifest_signature(self) -> str:
+        """The signature of the build's manifest (the key, unless this is a variant)."""
+        return self.variant_of or self.signature
+
+    @property
+    def discovered(self) -> dict[str, str] | None:
+        """``path -> digest`` of the system files the build read (``None``: not recorded)."""
+        part = self.manifest.get("discovered")
+        value = part.get("value") if isinstance(part, dict) else None
+        if not isinstance(value, dict):
+            return None
+        return {k: v for k, v in value.items() if isinstance(v, str)}
 
     def component_digests(self) -> dict[str, str]:
         """``component name -> digest`` from the manifest (empty if it has none)."""
@@ -132,7 +159,7 @@ class ActionRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form of the record."""
-        return {
+        out: dict[str, Any] = {
             "format": RECORD_FORMAT,
             "signature": self.signature,
             "name": self.name,
@@ -141,6 +168,11 @@ class ActionRecord:
             "artifacts": [artifact.to_json() for artifact in self.artifacts],
             "created": self.created,
         }
+        if self.variant_of is not None:
+            out["variant_of"] = self.variant_of
+        if self.reads is not None:
+            out["reads"] = self.reads
+        return out
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes: the same record gives the same bytes on any machine."""
@@ -170,4 +202,13 @@ class ActionRecord:
             manifest=_field(obj, "manifest", dict, ""),
             artifacts=tuple(Artifact.from_json(item) for item in artifacts),
             created=_field(obj, "created", str, ""),
+            variant_of=_optional(obj, "variant_of"),
+            reads=_optional(obj, "reads"),
         )
+
+
+def _optional(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise StoreError(f"record field {key!r} must be str")
+    return value
