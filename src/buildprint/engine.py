@@ -7,6 +7,7 @@ by its snapshot opens none of them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,12 +27,13 @@ from packaging.utils import canonicalize_name
 from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
 from buildprint.builder.scheduler import Builder, Progress
-from buildprint.builder.wheel import read_manifest
+from buildprint.builder.trace import tracer
+from buildprint.builder.wheel import MemberDifference, compare_wheels, read_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, InputError
 from buildprint.fsio import process_temp_dir, release_process_temp_dir
 from buildprint.inputs.archive import ArchiveLimits
-from buildprint.inputs.discovered import SystemFiles
+from buildprint.inputs.discovered import ReadReport, SystemFiles
 from buildprint.inputs.toolchain import interpreter_identity
 from buildprint.options import Options
 from buildprint.plan.decision import Decision, PlanEntry
@@ -95,6 +97,36 @@ class Comparison:
     old: Manifest
     new: Manifest
     changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True)
+class Audit:
+    """``audit NAME``: the newest build of NAME in the local store, what it read (``None``
+    when that was not recorded: ``note`` says why) and how its discovered inputs stand now."""
+
+    record: ActionRecord
+    reads: ReadReport | None
+    note: str
+    #: ``(path, recorded digest, digest now)`` of each discovered input that moved.
+    moved: tuple[tuple[str, str, str], ...]
+    checked: bool  # False: ``discovered = false`` for the package
+    ignore: tuple[str, ...]  # the package's ``discovered-ignore``
+
+
+@dataclass(frozen=True)
+class Verification:
+    """``verify``: one package rebuilt and compared with its stored wheel."""
+
+    name: str
+    version: str
+    signature: str | None
+    wheel: str | None = None
+    differences: tuple[MemberDifference, ...] = ()
+    skipped: str = ""  # why it was not rebuilt (no stored build to compare with)
+
+    @property
+    def reproducible(self) -> bool:
+        return not self.skipped and not self.differences
 
 
 @dataclass(frozen=True)
@@ -754,6 +786,70 @@ class Engine:
         return Comparison(old, new, tuple(diff(old, new)))
 
     # -- the store and the remotes ---------------------------------------------------------
+
+    def audit(self, name: str) -> Audit:
+        """What the newest build of ``name`` in the local store read."""
+        name = canonicalize_name(name)
+        records = self.store.find(name) if self.store_dir.is_dir() else []
+        if not records:
+            raise InputError(f"{name}: no build of it in the store", file=self.store_dir)
+        record = max(records, key=lambda r: (r.created, r.version))
+        policy = self.project.package_settings(name).signature.policy()
+        reads, note = None, ""
+        if record.reads is not None:
+            blob = self.store.blob_path(record.reads)
+            try:
+                reads = ReadReport.from_json(json.loads(blob.read_bytes())) if blob else None
+            except (OSError, ValueError, KeyError, TypeError):
+                reads = None
+            note = "" if reads is not None else "its read report is missing from the store"
+        elif record.discovered is not None:
+            note = "built elsewhere: only its discovered inputs travel with the record"
+        else:
+            note = f"not recorded: {tracer().problem or 'a build_wheel hook, or an older build'}"
+        moved = self.system_files.changed(record.discovered or {}, policy.discovered_ignore)
+        return Audit(record, reads, note, tuple(moved), policy.discovered, policy.discovered_ignore)
+
+    def verify_builds(self, names: Sequence[str], *, every: bool = False) -> list[Verification]:
+        """Rebuild each named package (``every``: each package with a stored build) in a
+        fresh work folder and environment, nothing stored, and compare the wheel with the
+        stored one. A named package without a stored build valid here is bad input."""
+        decisions = self.plan()
+        by_name = {d.node.name: d for d in decisions}
+        wanted: list[str] = [canonicalize_name(n) for n in names] or list(by_name)
+        unknown = [n for n in wanted if n not in by_name]
+        if unknown:
+            raise InputError(
+                f"{', '.join(unknown)}: not among the requirements", file=self.project.root
+            )
+        results = {d.node.name: d.result() for d in decisions if d.record is not None}
+        out: list[Verification] = []
+        for name in wanted:
+            decision = by_name[name]
+            node = decision.node
+            if decision.action != "reuse" or decision.record is None:
+                why = f"no stored build valid here to compare with (plan: {decision.action})"
+                if not every:
+                    raise InputError(f"{name}: {why}; build it first", file=self.project.root)
+                out.append(Verification(name, node.version, decision.signature, skipped=why))
+                continue
+            deps = {dep: results[dep] for dep in node.deps}
+            artifact = decision.record.artifacts[0]
+            scratch = self.preparer.work_folder(f"verify-{name}")
+            try:
+                stored = scratch / "stored" / artifact.filename
+                stored.parent.mkdir()
+                self.store.copy_blob(artifact.sha256, stored, size=artifact.size)
+                rebuilt = self.builder.rebuild(decision, deps, scratch / "rebuilt")
+                differences = compare_wheels(stored, rebuilt)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            out.append(
+                Verification(
+                    name, node.version, decision.signature, artifact.filename, tuple(differences)
+                )
+            )
+        return out
 
     def records(self) -> list[ActionRecord]:
         """The builds in the local store, by name, version and date."""

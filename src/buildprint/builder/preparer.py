@@ -75,6 +75,15 @@ class Preparer:
         )
         return shared.borrow(scratch)
 
+    def fresh_environment(
+        self, pinned: Sequence[PinnedWheel], built: Sequence[tuple[Path, str]], scratch: Path
+    ) -> BuildEnvironment:
+        """A build environment of its own in ``scratch`` (none of the shared ones), holding
+        what :meth:`environment` would: for ``verify``, which trusts no earlier state."""
+        env = BuildEnvironment(scratch / "env", interpreter=self.python, scratch=scratch)
+        env.create().install([*self.wheels(pinned), *(p for p, _sha in built)])
+        return env
+
     def source_tree(self, source: ResolvedSource, patches: Sequence[Path], dest: Path) -> Path:
         """Extract (or copy) the source into ``dest`` and apply the patches in order.
 

@@ -419,69 +419,101 @@ class Builder:
         log = self.logs / f"{node.name}-{node.version}.log"
         log.unlink(missing_ok=True)
         try:
-            root = self.preparer.source_tree(node.source, node.patches, work / "src")
-            hooks = self.planner.collector.hooks(node)
-            view = node.view
-            # The declared variables, update_env's answer included (it ran at plan time).
-            env = self.planner.collector.build_env(node)
-            if hooks is not None and "prepare_source" in hooks:
-                _build_time_hook(hooks, "prepare_source", env, view, root)
-            benv = self.preparer.environment(
-                locked_wheels(node), self._dep_wheels(node, deps, work / "deps"), work
-            )
-            out = work / "out"
-            shutil.rmtree(out, ignore_errors=True)
-            tracing = tracer()
-            trace = None
-            if tracing.path is not None:
-                trace = (tracing.path, work / "trace")
-                shutil.rmtree(trace[1], ignore_errors=True)
-            if hooks is not None and "build_wheel" in hooks:
-                trace = None  # it runs in this process: not traced
-                # The hook gets the environment the backend would get, whole.
-                environ = backend.remap_source_flags(
-                    backend.build_env(benv, env, source_date_epoch=self.source_date_epoch),
-                    root,
-                )
-                built = Path(
-                    _build_time_hook(
-                        hooks,
-                        "build_wheel",
-                        env,
-                        view,
-                        root,
-                        out,
-                        environ,
-                        dict(node.settings.config_settings),
-                    )
-                )
-            else:
-                built = backend.build_wheel(
-                    root,
-                    benv,
-                    out,
-                    node.settings.config_settings,
-                    env,
-                    source_date_epoch=self.source_date_epoch,
-                    log_path=log,
-                    # Compiled paths must not depend on where the store is, or two
-                    # machines (or checkouts) build different bytes from equal inputs.
-                    remap_source_path=True,
-                    trace=trace,
-                )
-            check_built_wheel(built, node.name, node.version, self.preparer.tags)
-            reads = None
-            if trace is not None:
-                reads = self._reads(node, root, benv, env, work, trace[1], tracing.version)
-                if node.settings.signature.policy().discovered:
-                    manifest = manifest.with_discovered(reads.discovered)
-            final = embed_manifest(
-                built, manifest.to_bytes(), work / "final", build_tag=node.settings.rebuild
-            )
+            final, manifest, reads = self._make_wheel(decision, deps, work, log)
             record = self._store(node, manifest, final, stale=decision.stale, reads=reads)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Outcome(decision, "built", record, log=log if log.exists() else None)
+
+    def rebuild(self, decision: Decision, deps: Mapping[str, DepResult], dest: Path) -> Path:
+        """Build ``decision``'s package again into ``dest`` (``verify``): a fresh work folder
+        and build environment, nothing stored, placed or pushed; its log beside the wheel."""
+        node = decision.node
+        work = self.preparer.work_folder(f"verify-{node.name}-{node.version}")
+        try:
+            final, _manifest, _reads = self._make_wheel(
+                decision, deps, work, dest / f"{node.name}-{node.version}.log", fresh=True
+            )
+            dest.mkdir(parents=True, exist_ok=True)
+            return Path(shutil.move(final, dest / final.name))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _make_wheel(
+        self,
+        decision: Decision,
+        deps: Mapping[str, DepResult],
+        work: Path,
+        log: Path,
+        *,
+        fresh: bool = False,
+    ) -> tuple[Path, Manifest, ReadReport | None]:
+        """The patched tree built into a wheel in ``work``, checked and with its manifest
+        embedded (its discovered part added when the build was traced), and what it read."""
+        node = decision.node
+        manifest = decision.manifest
+        assert manifest is not None
+        root = self.preparer.source_tree(node.source, node.patches, work / "src")
+        hooks = self.planner.collector.hooks(node)
+        view = node.view
+        # The declared variables, update_env's answer included (it ran at plan time).
+        env = self.planner.collector.build_env(node)
+        if hooks is not None and "prepare_source" in hooks:
+            _build_time_hook(hooks, "prepare_source", env, view, root)
+        wheels = self._dep_wheels(node, deps, work / "deps")
+        benv = (
+            self.preparer.fresh_environment(locked_wheels(node), wheels, work)
+            if fresh
+            else self.preparer.environment(locked_wheels(node), wheels, work)
+        )
+        out = work / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        tracing = tracer()
+        trace = None
+        if tracing.path is not None and not (hooks is not None and "build_wheel" in hooks):
+            trace = (tracing.path, work / "trace")  # a build_wheel hook runs here: untraced
+        if hooks is not None and "build_wheel" in hooks:
+            # The hook gets the environment the backend would get, whole.
+            environ = backend.remap_source_flags(
+                backend.build_env(benv, env, source_date_epoch=self.source_date_epoch),
+                root,
+            )
+            built = Path(
+                _build_time_hook(
+                    hooks,
+                    "build_wheel",
+                    env,
+                    view,
+                    root,
+                    out,
+                    environ,
+                    dict(node.settings.config_settings),
+                )
+            )
+        else:
+            built = backend.build_wheel(
+                root,
+                benv,
+                out,
+                node.settings.config_settings,
+                env,
+                source_date_epoch=self.source_date_epoch,
+                log_path=log,
+                # Compiled paths must not depend on where the store is, or two
+                # machines (or checkouts) build different bytes from equal inputs.
+                remap_source_path=True,
+                trace=trace,
+            )
+        check_built_wheel(built, node.name, node.version, self.preparer.tags)
+        reads = None
+        if trace is not None:
+            reads = self._reads(node, root, benv, env, work, trace[1], tracing.version)
+            if node.settings.signature.policy().discovered:
+                manifest = manifest.with_discovered(reads.discovered)
+        final = embed_manifest(
+            built, manifest.to_bytes(), work / "final", build_tag=node.settings.rebuild
+        )
+        return final, manifest, reads
 
     def _take_prebuilt(self, decision: Decision, manifest: Manifest) -> Outcome:
         """A ``prebuilt = true`` package: its locked index wheel (sha256 checked), stored

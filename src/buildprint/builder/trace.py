@@ -147,6 +147,8 @@ def parse_trace(files: Iterable[Path]) -> Reads:
             path = _unescape(resolved)
             found = _FLAGS.search(args.rsplit('"', 1)[-1])  # the flags follow the path
             flags = set(found.group(0).split("|")) if found else set()
+            if "O_DIRECTORY" in flags:  # a folder listed: not a read of content
+                continue
             if call == "creat" or flags & _WRITE_FLAGS:
                 written.add(path)
             elif flags == _LOADER_FLAGS and _SHARED_OBJECT.search(path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import difflib
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Collection
+from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
@@ -29,8 +31,10 @@ from buildprint.signature.canonical import digest_value
 
 __all__ = [
     "MANIFEST_NAME",
+    "MemberDifference",
     "artifact_digest",
     "check_built_wheel",
+    "compare_wheels",
     "embed_manifest",
     "read_manifest",
     "tagged_filename",
@@ -379,3 +383,76 @@ def check_built_wheel(wheel: Path, name: str, version: str, supported: Collectio
         same = False
     if not same:
         raise refuse(f"its METADATA says {meta_name} {meta_version}")
+
+
+@dataclass(frozen=True)
+class MemberDifference:
+    """One member in which two builds of a wheel differ (``verify``): present in one only,
+    or with other bytes (a unified diff for text, sizes and digests for binaries) or mode."""
+
+    member: str
+    change: str  # "added" | "removed" | "changed" | "mode"
+    diff: str = ""
+    sizes: tuple[int, int] | None = None
+    digests: tuple[str, str] | None = None
+
+
+#: A unified diff longer than this is cut (the member still counts as different).
+DIFF_LINES = 200
+
+
+def compare_wheels(stored: Path, rebuilt: Path) -> list[MemberDifference]:
+    """How ``rebuilt`` differs from ``stored`` in what it installs: the members the
+    artifact digest covers (so the embedded manifest, RECORD and the build tag aside),
+    by content and executable bit. Empty: the same content."""
+    with _open(stored) as old, _open(rebuilt) as new:
+        try:
+            a, b = _members(old), _members(new)
+            out = [MemberDifference(m, "removed") for m in sorted(a.keys() - b.keys())]
+            out += [MemberDifference(m, "added") for m in sorted(b.keys() - a.keys())]
+            for member in sorted(a.keys() & b.keys()):
+                (old_info, old_data), (new_info, new_data) = a[member], b[member]
+                if old_data != new_data:
+                    out.append(_difference(member, old_data, new_data))
+                elif _executable(old_info) != _executable(new_info):
+                    out.append(MemberDifference(member, "mode"))
+        except _ZIP_ERRORS as exc:
+            raise InputError(f"damaged wheel archive: {exc}", file=rebuilt) from None
+    return sorted(out, key=lambda d: d.member)
+
+
+def _members(zf: zipfile.ZipFile) -> dict[str, tuple[zipfile.ZipInfo, bytes]]:
+    out = {}
+    for info in zf.infolist():
+        if info.is_dir() or _METADATA_FILE.fullmatch(info.filename):
+            continue
+        data = zf.read(info)
+        if _WHEEL_FILE.fullmatch(info.filename):
+            data = _drop_build(data)
+        out[info.filename] = (info, data)
+    return out
+
+
+def _executable(info: zipfile.ZipInfo) -> bool:
+    return bool((info.external_attr >> 16) & 0o111)
+
+
+def _difference(member: str, old: bytes, new: bytes) -> MemberDifference:
+    sizes = (len(old), len(new))
+    digests = (hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest())
+    try:
+        old_text, new_text = old.decode("utf-8"), new.decode("utf-8")
+    except UnicodeDecodeError:
+        return MemberDifference(member, "changed", sizes=sizes, digests=digests)
+    lines = list(
+        difflib.unified_diff(
+            old_text.splitlines(keepends=True),
+            new_text.splitlines(keepends=True),
+            f"stored/{member}",
+            f"rebuilt/{member}",
+        )
+    )
+    if len(lines) > DIFF_LINES:
+        lines = [*lines[:DIFF_LINES], f"... ({len(lines) - DIFF_LINES} more lines)\n"]
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return MemberDifference(member, "changed", diff=text, sizes=sizes, digests=digests)

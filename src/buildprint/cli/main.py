@@ -345,6 +345,60 @@ def why(name: str, project: Path, store: Path | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("name")
+@project_option
+@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@json_option
+@reports_errors
+def audit(name: str, project: Path, store: Path | None, as_json: bool) -> None:
+    """What the last build of NAME read: source tree, build environment, system files."""
+    with _engine(project, store=store) as engine:
+        report = engine.audit(name)
+    if as_json:
+        click.echo(render.dump_json(render.audit_json(report)))
+    else:
+        out.print(render.audit_text(report), markup=False, highlight=False)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every package with a stored build.")
+@click.option(
+    "-r",
+    "--requirement",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Requirements file.",
+)
+@project_option
+@click.option("--store", type=click.Path(path_type=Path), help="Store folder.")
+@json_option
+@reports_errors
+def verify(
+    names: tuple[str, ...],
+    every: bool,
+    files: tuple[Path, ...],
+    project: Path,
+    store: Path | None,
+    as_json: bool,
+) -> None:
+    """Rebuild NAME (or --all) afresh, nothing stored, and compare with the stored wheel."""
+    if not names and not every:
+        raise click.UsageError("name the packages to verify, or give --all")
+    if names and every:
+        raise click.UsageError("give package names or --all, not both")
+    with _engine(project, store=store, files=files) as engine:
+        results = engine.verify_builds(names, every=every)
+    if as_json:
+        click.echo(render.dump_json({"packages": [render.verification_json(v) for v in results]}))
+    else:
+        out.print(render.verification_text(results), markup=False, highlight=False)
+    if any(not v.reproducible and not v.skipped for v in results):
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("what")
 @project_option
 @click.option("--store", type=click.Path(path_type=Path), help="Store folder.")

@@ -22,10 +22,12 @@ from buildprint.states import ACTIONS, OUTCOMES
 from buildprint.store.record import ActionRecord
 
 if TYPE_CHECKING:
-    from buildprint.engine import RemoteContents
+    from buildprint.engine import Audit, RemoteContents, Verification
 
 __all__ = [
     "PIPED_WIDTH",
+    "audit_json",
+    "audit_text",
     "changes_tree",
     "console",
     "decision_json",
@@ -41,6 +43,8 @@ __all__ = [
     "style",
     "summary_counts",
     "summary_table",
+    "verification_json",
+    "verification_text",
     "why",
 ]
 
@@ -341,3 +345,143 @@ def remote_row(row: dict[str, Any]) -> str:
     )
     size = row["size"] if row["size"] is not None else "?"
     return f"  {row['signature'][:16]} {size} {row['modified'] or '?'} {what}".rstrip()
+
+
+def _folders(paths: Sequence[str], depth: int = 6) -> list[tuple[str, int]]:
+    """How many of ``paths`` lie in each folder, folders cut at ``depth`` components."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        folder = "/".join(path.split("/")[: depth + 1][:-1]) or "/"
+        counts[folder] = counts.get(folder, 0) + 1
+    return sorted(counts.items())
+
+
+def audit_json(audit: Audit) -> dict[str, Any]:
+    """``audit --json``: the build, what it read by group, and what is not checked."""
+    record = audit.record
+    out: dict[str, Any] = {
+        "name": record.name,
+        "version": record.version,
+        "signature": record.manifest_signature,
+        "created": record.created,
+        "checked": audit.checked,
+        "note": audit.note,
+        "discovered": record.discovered or {},
+        "moved": [{"path": p, "old": old, "new": new} for p, old, new in audit.moved],
+        "unchecked": [{"path": p, "why": why} for p, why in _unchecked(audit)],
+    }
+    if record.variant_of is not None:
+        out["variant"] = record.signature
+    if audit.reads is not None:
+        out["reads"] = audit.reads.to_json()
+    return out
+
+
+def _unchecked(audit: Audit) -> list[tuple[str, str]]:
+    """What the build read that is neither declared nor checked, and why."""
+    reads = audit.reads
+    out: list[tuple[str, str]] = []
+    if reads is not None:
+        out += [
+            (path, f"ignored by discovered-ignore {pattern!r}")
+            for path, pattern in reads.ignored.items()
+            if pattern in audit.ignore
+        ]
+    if not audit.checked:
+        inputs = reads.discovered if reads is not None else audit.record.discovered or {}
+        out += [(path, "discovered = false") for path in inputs]
+    return sorted(out)
+
+
+def audit_text(audit: Audit) -> str:
+    """``audit``: what the build read, a group a paragraph."""
+    record, reads = audit.record, audit.reads
+    lines = [
+        f"{record.name} {record.version}: built {record.created}, signature "
+        f"{record.manifest_signature[:16]}"
+        + (f" (variant {record.signature[:16]})" if record.variant_of else "")
+        + (f"; traced by {reads.tracer}" if reads is not None and reads.tracer else "")
+    ]
+    if audit.note:
+        lines.append(f"note: {audit.note}")
+    moved = {path: new for path, _old, new in audit.moved}
+    if reads is not None:
+        lines += ["", f"source tree ({len(reads.source)} files)"]
+        lines += [f"  {path}" for path in reads.source]
+        lines += ["", f"build environment ({len(reads.environment)} files, in its signature)"]
+        lines += [f"  {folder}/  {n} files" for folder, n in _folders(reads.environment)]
+        lines += ["", f"toolchain ({len(reads.toolchain)}, identified in its signature)"]
+        lines += [f"  {path}" for path in reads.toolchain]
+    discovered = record.discovered if record.discovered is not None else {}
+    if reads is not None and not discovered:
+        discovered = dict(reads.discovered)
+    state = "checked before reuse" if audit.checked else "recorded, not checked"
+    lines += ["", f"discovered system files ({len(discovered)}, {state})"]
+    for path, digest in sorted(discovered.items()):
+        now = f"  changed since: now {moved[path][:12]}" if path in moved else ""
+        lines.append(f"  {path}  {digest[:12]}{now}")
+    if reads is not None:
+        declared = sorted(n for n, how in reads.variables.items() if how == "declared")
+        fixed = sorted(n for n, how in reads.variables.items() if how != "declared")
+        lines += ["", "variables (what the build was given; what it read of them is not seen)"]
+        lines.append(f"  declared: {', '.join(declared) or '(none)'}")
+        lines.append(f"  set by buildprint: {', '.join(fixed)}")
+        lines += ["", f"libraries the programs loaded ({len(reads.loaded)}, not checked)"]
+        lines += [f"  {path}" for path in reads.loaded]
+        builtin = sorted(p for p, pattern in reads.ignored.items() if pattern not in audit.ignore)
+        lines += ["", f"runtime files every build reads ({len(builtin)}, not checked)"]
+        lines += [f"  {path}" for path in builtin]
+    unchecked = _unchecked(audit)
+    lines += ["", f"neither declared nor checked: {len(unchecked) or 'nothing'}"]
+    lines += [f"  ! {path}  ({why})" for path, why in unchecked]
+    return "\n".join(lines)
+
+
+def verification_json(result: Verification) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "version": result.version,
+        "signature": result.signature,
+        "wheel": result.wheel,
+        "reproducible": result.reproducible,
+        "skipped": result.skipped or None,
+        "differences": [
+            {
+                "member": d.member,
+                "change": d.change,
+                "diff": d.diff or None,
+                "sizes": list(d.sizes) if d.sizes else None,
+                "digests": list(d.digests) if d.digests else None,
+            }
+            for d in result.differences
+        ],
+    }
+
+
+def verification_text(results: Sequence[Verification]) -> str:
+    """``verify``: a line per package, then each differing member (a diff for text)."""
+    lines: list[str] = []
+    for result in results:
+        head = f"{result.name} {result.version}"
+        if result.skipped:
+            lines.append(f"{head}: skipped: {result.skipped}")
+            continue
+        if result.reproducible:
+            lines.append(f"{head}: reproducible ({result.wheel})")
+            continue
+        count = len(result.differences)
+        lines.append(f"{head}: NOT reproducible: {count} member(s) of {result.wheel} differ")
+        for d in result.differences:
+            if d.change in ("added", "removed", "mode"):
+                what = {"added": "only in the rebuild", "removed": "only in the stored wheel"}
+                lines.append(f"  {d.member}: {what.get(d.change, 'executable bit differs')}")
+            elif d.diff:
+                lines.append(f"  {d.member}: text differs")
+                lines += [f"    {line}" for line in d.diff.rstrip("\n").splitlines()]
+            else:
+                assert d.sizes is not None and d.digests is not None
+                lines.append(
+                    f"  {d.member}: binary differs: {d.sizes[0]} bytes {d.digests[0][:12]} → "
+                    f"{d.sizes[1]} bytes {d.digests[1][:12]}"
+                )
+    return "\n".join(lines)

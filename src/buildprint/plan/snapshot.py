@@ -269,8 +269,8 @@ def collect_checks(
         if decision.record is not None:
             checks.note_file(store.record_path(decision.record.signature))
             if decision.node.settings.signature.policy().discovered:
-                for path in decision.record.discovered or ():  # the system files it read
-                    checks.note_file(path)
+                for system_file in decision.record.discovered or ():  # what the build read
+                    checks.note_file(system_file)
     # The locked build requirements need no check: the plan takes their sha256 from the lock
     # (checked above) and reads no wheel; a build fetches them verified against it.
     checks.volatile += [f"{name}: version chosen by the index" for name in ranged]
