@@ -239,7 +239,11 @@ class Builder:
         except BuildprintError as exc:
             return Outcome(Decision(node, "build", reason="bad input"), "failed", error=str(exc))
         signed = time.monotonic() - started
-        prefetched = decision.action == "reuse" and decision.signature in self.fetched
+        prefetched = (
+            decision.action == "reuse"
+            and decision.record is not None
+            and decision.record.signature in self.fetched  # the key: a variant's own
+        )
         if prefetched:
             # Found locally now because the run fetched it before it started.
             decision = replace(decision, action="fetch", reason="same signature in a remote cache")
