@@ -234,3 +234,18 @@ def test_package_name_separates_signatures() -> None:
     a = compose(base_inputs(), policy)
     b = compose(dataclasses.replace(base_inputs(), package=PackageRef("beta", "1.2.3")), policy)
     assert a.signature != b.signature
+
+
+def test_the_discovered_part_is_explained_but_never_signed() -> None:
+    manifest = compose(base_inputs(), Policy())
+    header = "/usr/include/foo.h"
+    found = manifest.with_discovered({header: "a" * 64})
+    assert found.signature == manifest.signature  # known only after the build
+    assert found.discovered_inputs == {header: "a" * 64}
+    assert "discovered" not in manifest.to_json()
+    again = Manifest.from_bytes(found.to_bytes())
+    assert again == found and again.discovered_inputs == {header: "a" * 64}
+    data = found.to_json()
+    data["discovered"]["value"] = {header: "b" * 64}  # type: ignore[index]
+    with pytest.raises(InputError, match="discovered part does not match"):
+        Manifest.from_json(data)

@@ -250,3 +250,25 @@ def test_values_are_checked_when_made_not_only_when_read() -> None:
     # A manifest without a signature (or with a non-string one) is the record's business only.
     assert _record(manifest={}).manifest == {}
     assert _record(manifest={"signature": 1}).signature == SIG
+
+
+def test_a_variant_is_stored_under_its_own_key_and_names_its_signature() -> None:
+    key = digest_bytes(b"variant key")
+    reads = digest_bytes(b"read report")
+    record = _record(signature=key, variant_of=SIG, reads=reads)
+    assert record.manifest_signature == SIG
+    again = ActionRecord.from_bytes(record.to_bytes())
+    assert again == record and again.variant_of == SIG and again.reads == reads
+    # An ordinary record's bytes have neither field (older readers see what they always did).
+    assert b"variant_of" not in _record().to_bytes() and b'"reads"' not in _record().to_bytes()
+    with pytest.raises(StoreError, match="manifest claims signature"):
+        _record(signature=key)  # a key that is not its manifest's signature, and no variant_of
+    with pytest.raises(StoreError, match="variant_of is not a digest"):
+        _record(signature=key, variant_of="nope")
+
+
+def test_discovered_inputs_are_read_from_the_manifest() -> None:
+    part = {"digest": SHA, "value": {"/usr/include/foo.h": CONTENT}}
+    manifest = {"signature": SIG, "components": {}, "discovered": part}
+    assert _record(manifest=manifest).discovered == {"/usr/include/foo.h": CONTENT}
+    assert _record().discovered is None

@@ -441,6 +441,8 @@ def _difference(member: str, old: bytes, new: bytes) -> MemberDifference:
     sizes = (len(old), len(new))
     digests = (hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest())
     try:
+        if b"\0" in old or b"\0" in new:  # text has no NUL; an ELF file may decode as UTF-8
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
         old_text, new_text = old.decode("utf-8"), new.decode("utf-8")
     except UnicodeDecodeError:
         return MemberDifference(member, "changed", sizes=sizes, digests=digests)

@@ -294,8 +294,14 @@ class ClusterExecutor:
         return "; ".join(said) or None
 
     def _record(self, node: PackageNode, signature: str, result: Mapping[str, Any]) -> ActionRecord:
-        """The worker's record, as the shared remote holds it (verified)."""
-        record, problem = self.cache.lookup_at(self.remote, signature)
+        """The worker's record, as the shared remote holds it (verified): under the key the
+        worker names (its variant's, when its system files made one), of ``signature``."""
+        key = result.get("record")
+        key = key if isinstance(key, str) else signature
+        record, problem = self.cache.lookup_at(self.remote, key)
+        if record is not None and record.manifest_signature != signature:
+            problem = f"the record at {key} is of {record.manifest_signature}"
+            record = None
         if record is not None:
             with self._lock:
                 self._pushed.add(signature)  # its dependents' workers find it there

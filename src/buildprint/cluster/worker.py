@@ -157,20 +157,24 @@ class _Task:
         if mine is None or mine.signature != spec.signature:
             return {"status": "refused", "reason": _differences(spec, mine, decision.reason)}
         key = cache.signing_key.public_id if cache.signing_key else None
+        # "record": the key the build is stored under (a variant's own, when the system
+        # files this worker has are not those of the build first stored under the signature).
         if decision.action == "fetch":  # built meanwhile (another coordinator's task)
-            return {"status": "found", "key": key}
+            assert decision.record is not None
+            return {"status": "found", "key": key, "record": decision.record.signature}
         if decision.action == "reuse":  # built here before: make sure it is shared
             assert decision.record is not None
             cache.push(decision.record)
             self._check_pushed(cache, spec)
-            return {"status": "reused", "key": key}
+            return {"status": "reused", "key": key, "record": decision.record.signature}
         started = time.monotonic()
         outcome = engine.builder.build(decision, deps)
         seconds = time.monotonic() - started
         if outcome.done == "failed" or outcome.record is None:
             return {"status": "failed", "error": outcome.error, "log": _tail(outcome.log)}
         self._check_pushed(cache, spec)
-        return {"status": "built", "key": key, "seconds": seconds}
+        stored = outcome.record.signature
+        return {"status": "built", "key": key, "seconds": seconds, "record": stored}
 
     def _check_pushed(self, cache: RemoteCache, spec: TaskSpec) -> None:
         refused = [str(r) for r in cache.refusals]
