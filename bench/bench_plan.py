@@ -195,8 +195,9 @@ def mark_all_built(root: Path) -> float:
         source: ResolvedSource,
         patches: list[Path],
         settings: PackageSettings,
+        context: object,
     ) -> LockedBuildDeps:
-        del name, previous, source, patches, settings
+        del name, previous, source, patches, settings, context
         return LockedBuildDeps(requires=["setuptools>=61"], wheels=[pin])
 
     started = time.perf_counter()

@@ -28,10 +28,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TRACER", "Reads", "Tracer", "interpreter_roots", "parse_trace", "traced", "tracer"]
+__all__ = [
+    "TRACER",
+    "TRACE_VARIABLE",
+    "Reads",
+    "Tracer",
+    "interpreter_roots",
+    "parse_trace",
+    "traced",
+    "tracer",
+]
 
 #: The tracing program; a build without it still builds, its reads unrecorded.
 TRACER = "strace"
+#: ``BUILDPRINT_TRACE=off`` builds untraced (no discovered inputs recorded): for measuring
+#: what tracing costs, or where ``ptrace`` is unwelcome.
+TRACE_VARIABLE = "BUILDPRINT_TRACE"
 
 _SYSCALLS = "open,openat,openat2,creat,execve,execveat"
 #: ``pid syscall(args) = result<resolved path>`` (one process per file: no interleaving).
@@ -70,7 +82,9 @@ class Tracer:
 @functools.lru_cache(maxsize=1)
 def tracer() -> Tracer:
     """The ``strace`` that can trace here (found on ``PATH`` and tried once: a container
-    may forbid ``ptrace``), or why builds run untraced."""
+    may forbid ``ptrace``), or why builds run untraced (also: ``BUILDPRINT_TRACE=off``)."""
+    if os.environ.get(TRACE_VARIABLE, "").lower() in ("0", "off", "no", "false"):
+        return Tracer(None, problem=f"{TRACE_VARIABLE}={os.environ[TRACE_VARIABLE]}")
     path = shutil.which(TRACER)
     if path is None:
         return Tracer(None, problem=f"{TRACER} is not installed (Debian: apt-get install strace)")
