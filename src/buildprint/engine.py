@@ -796,13 +796,12 @@ class Engine:
         record = max(records, key=lambda r: (r.created, r.version))
         policy = self.project.package_settings(name).signature.policy()
         reads, note = None, ""
-        if record.reads is not None:
-            blob = self.store.blob_path(record.reads)
+        blob = self.store.blob_path(record.reads) if record.reads is not None else None
+        if blob is not None:
             try:
-                reads = ReadReport.from_json(json.loads(blob.read_bytes())) if blob else None
+                reads = ReadReport.from_json(json.loads(blob.read_bytes()))
             except (OSError, ValueError, KeyError, TypeError):
-                reads = None
-            note = "" if reads is not None else "its read report is missing from the store"
+                note = "its read report in the store is unreadable"
         elif record.discovered is not None:
             note = "built elsewhere: only its discovered inputs travel with the record"
         else:

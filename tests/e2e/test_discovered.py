@@ -62,35 +62,21 @@ setup(cmdclass={"build_py": Stamped})
 """
 
 
+def probe(name: str, settings: str) -> PackageSpec:
+    """A C extension including the outside header (found as ``settings`` say)."""
+    module = name.replace("-", "_")
+    return PackageSpec(
+        name, backend="c-ext", settings=settings, files={f"{module}/_speedups.c": c_source(module)}
+    )
+
+
 def specs(headers: Path) -> list[PackageSpec]:
+    include = f'[env]\nC_INCLUDE_PATH = "{headers}"\n'
     return [
-        PackageSpec(
-            "probe",
-            backend="c-ext",
-            settings=f'[env]\nC_INCLUDE_PATH = "{headers}"\n',
-            files={"probe/_speedups.c": c_source("probe")},
-        ),
-        PackageSpec(
-            "probe-flags",
-            backend="c-ext",
-            settings=f'[env]\nCFLAGS = "-I{headers}"\n',
-            files={"probe_flags/_speedups.c": c_source("probe_flags")},
-        ),
-        PackageSpec(
-            "probe-unchecked",
-            backend="c-ext",
-            settings=f'[env]\nC_INCLUDE_PATH = "{headers}"\n[signature]\ndiscovered = false\n',
-            files={"probe_unchecked/_speedups.c": c_source("probe_unchecked")},
-        ),
-        PackageSpec(
-            "probe-ignoring",
-            backend="c-ext",
-            settings=(
-                f'[env]\nC_INCLUDE_PATH = "{headers}"\n'
-                f'[signature]\ndiscovered-ignore = ["{headers}/**"]\n'
-            ),
-            files={"probe_ignoring/_speedups.c": c_source("probe_ignoring")},
-        ),
+        probe("probe", include),
+        probe("probe-flags", f'[env]\nCFLAGS = "-I{headers}"\n'),
+        probe("probe-unchecked", include + "[signature]\ndiscovered = false\n"),
+        probe("probe-ignoring", include + f'[signature]\ndiscovered-ignore = ["{headers}/**"]\n'),
         PackageSpec("plain-st", backend="setuptools"),
         PackageSpec("stamp", backend="setuptools", files={"setup.py": STAMP_SETUP}),
     ]
@@ -335,6 +321,9 @@ def test_a_remote_record_carries_its_discovered_inputs(
     entries = packages(c, "plan")
     assert actions(entries) == {"probe": "build", "plain-st": "fetch"}
     assert entries["probe"]["changed"] == [f"discovered/{headers / HEADER}"]
+    assert "a remote cache has it, built against other system files" in str(
+        entries["probe"]["reason"]
+    )
     entry = packages(c, "build")["probe"]
     assert entry["action"] == "built" and entry["variant"]  # and pushed, as a variant
     d = machine("d")  # a machine like c fetches c's build

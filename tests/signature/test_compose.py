@@ -246,6 +246,8 @@ def test_the_discovered_part_is_explained_but_never_signed() -> None:
     again = Manifest.from_bytes(found.to_bytes())
     assert again == found and again.discovered_inputs == {header: "a" * 64}
     data = found.to_json()
-    data["discovered"]["value"] = {header: "b" * 64}  # type: ignore[index]
+    part = data["discovered"]
+    assert isinstance(part, dict)
+    part["value"] = {header: "b" * 64}
     with pytest.raises(InputError, match="discovered part does not match"):
         Manifest.from_json(data)

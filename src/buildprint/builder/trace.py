@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +87,16 @@ def tracer() -> Tracer:
     path = shutil.which(TRACER)
     if path is None:
         return Tracer(None, problem=f"{TRACER} is not installed (Debian: apt-get install strace)")
-    probe = [path, "-f", "--seccomp-bpf", "-qq", "-e", "trace=none", "--", sys.executable, "-c", ""]
+    probe = [
+        path,
+        "-f",
+        "--seccomp-bpf",
+        "-qq",
+        "-e",
+        "trace=none",
+        "--",
+        shutil.which("true") or "/bin/true",
+    ]
     try:
         done = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)
         version = subprocess.run(

@@ -99,6 +99,8 @@ class SystemFiles:
 
     def __init__(self, memo: DigestMemo | None = None) -> None:
         self.memo = memo
+        #: Digests checked during this run: a header a thousand builds read costs one stat.
+        self._checked: dict[str, str] = {}
 
     def digest(self, path: str) -> str:
         """What ``path`` holds now: its SHA-256, or :data:`MISSING`."""
@@ -120,12 +122,16 @@ class SystemFiles:
         self, recorded: Mapping[str, str], ignore: Sequence[str] = ()
     ) -> list[tuple[str, str, str]]:
         """``(path, recorded digest, digest now)`` for each recorded input that moved (those
-        matching ``ignore`` aside), in path order."""
+        matching ``ignore`` aside), in path order. A path is looked at once per run (a plan
+        is one moment); :meth:`digest`, which records a finished build's inputs, always
+        looks again."""
         out = []
         for path in sorted(recorded):
             if ignore and ignored_by(path, ignore):
                 continue
-            now = self.digest(path)
+            now = self._checked.get(path)
+            if now is None:
+                now = self._checked[path] = self.digest(path)
             if now != recorded[path]:
                 out.append((path, recorded[path], now))
         return out

@@ -104,13 +104,12 @@ class Planner:
             return pending(node, waiting.names)
         signature = manifest.signature
         forced = node.name in self.force
-        stale: ActionRecord | None = None
-        moved: list[Change] = []
+        found = Found()
         if not forced:
             found = self.find(node, signature, remotes=True)
             if found.record is not None:
                 return Decision(node, found.action, manifest, found.record, reason=found.reason)
-            stale, moved = found.stale, found.moved
+        stale, moved = found.stale, found.moved
         closest = self.closest(node, manifest)
         changes = moved + (diff(closest[1], manifest, self.lookup_manifest) if closest else [])
         if not forced and (node.settings.reuse == "version" or node.name in self.reuse_by_version):
@@ -134,9 +133,7 @@ class Planner:
         if forced:
             reason = "forced"
         elif stale is not None:
-            reason = "system files it read changed: " + ", ".join(
-                c.path[len(DISCOVERED) + 1 :] for c in moved
-            )
+            reason = found.reason
         else:
             reason = "inputs changed" if changes else "never built"
         return Decision(
@@ -202,7 +199,13 @@ class Planner:
             ):
                 where = "the local store" if action == "reuse" else "a remote cache"
                 return Found(action, record, reason=f"same signature and system files in {where}")
-        return Found(stale=primary, moved=moved)
+        paths = ", ".join(c.path[len(DISCOVERED) + 1 :] for c in moved)
+        if primary is local:
+            return Found(
+                stale=primary, moved=moved, reason=f"system files it read changed: {paths}"
+            )
+        why = f"a remote cache has it, built against other system files: {paths}"
+        return Found(stale=primary, moved=moved, reason=why)
 
     def _installable(self, record: ActionRecord) -> bool:
         """Whether every wheel of ``record`` installs on the build interpreter."""

@@ -323,7 +323,7 @@ def collect_garbage(
         _evict_over_size(store, valid, used, spared, digests, max_size, grace_seconds, evict)
     if store._index.check(valid):
         store._index.resync()
-    referenced = {a.sha256 for record in valid.values() for a in record.artifacts}
+    referenced = {digest for record in valid.values() for digest in record.blobs()}
     for digest in digests:
         if digest in referenced:
             continue
@@ -401,7 +401,7 @@ def _evict_over_size(
     users: dict[str, int] = {}
     record_size: dict[str, int] = {}
     for signature, record in valid.items():
-        for digest in {a.sha256 for a in record.artifacts}:
+        for digest in record.blobs():
             users[digest] = users.get(digest, 0) + 1
         try:
             record_size[signature] = store.record_path(signature).stat().st_size
@@ -415,7 +415,7 @@ def _evict_over_size(
         if total <= max_size:
             break
         total -= record_size[signature]
-        for digest in {a.sha256 for a in valid[signature].artifacts}:
+        for digest in valid[signature].blobs():
             users[digest] -= 1
             if users[digest] == 0 and digest not in young:
                 total -= blob_size.get(digest, 0)

@@ -146,6 +146,10 @@ class ActionRecord:
             return None
         return {k: v for k, v in value.items() if isinstance(v, str)}
 
+    def blobs(self) -> set[str]:
+        """The CAS digests the record uses: its artifacts and its read report."""
+        return {a.sha256 for a in self.artifacts} | ({self.reads} if self.reads else set())
+
     def component_digests(self) -> dict[str, str]:
         """``component name -> digest`` from the manifest (empty if it has none)."""
         components = self.manifest.get("components")
