@@ -805,7 +805,8 @@ class Engine:
         elif record.discovered is not None:
             note = "built elsewhere: only its discovered inputs travel with the record"
         else:
-            note = f"not recorded: {tracer().problem or 'a build_wheel hook, or an older build'}"
+            why = tracer().problem or "it ran untraced, or by a build_wheel hook"
+            note = f"what it read was not recorded: {why}"
         moved = self.system_files.changed(record.discovered or {}, policy.discovered_ignore)
         return Audit(record, reads, note, tuple(moved), policy.discovered, policy.discovered_ignore)
 
@@ -826,6 +827,10 @@ class Engine:
         for name in wanted:
             decision = by_name[name]
             node = decision.node
+            if node.settings.prebuilt:
+                skipped = "prebuilt = true: the index wheel, as locked, never built"
+                out.append(Verification(name, node.version, decision.signature, skipped=skipped))
+                continue
             if decision.action != "reuse" or decision.record is None:
                 why = f"no stored build valid here to compare with (plan: {decision.action})"
                 if not every:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from buildprint.builder.trace import parse_trace, traced, tracer
+from buildprint.builder.trace import TRACE_VARIABLE, parse_trace, tracer
 
 TRACE = """\
 execve("/usr/bin/gcc", ["gcc", "-Iinc", "a.c"], 0x7ffd /* 35 vars */) = 0
@@ -43,21 +44,45 @@ def test_parse_sorts_each_open_by_its_flags(tmp_path: Path) -> None:
     assert {Path(p).name for p in reads.executed} >= {"cc1"}
 
 
-@pytest.mark.skipif(tracer().path is None, reason="strace cannot trace here")
+@pytest.mark.parametrize("kind", ["preload", "strace"])
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc")
-def test_a_real_compile_reads_its_headers(tmp_path: Path) -> None:
+def test_a_real_compile_reads_its_headers(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TRACE_VARIABLE, kind)
+    tracer.cache_clear()
+    try:
+        tracing = tracer()
+    finally:
+        tracer.cache_clear()
+    if tracing.kind != kind:
+        pytest.skip(f"no {kind} tracer here: {tracing.problem}")
     (tmp_path / "inc").mkdir()
     (tmp_path / "inc" / "x.h").write_text("#define X 0\n")
     (tmp_path / "inc" / "unused.h").write_text("#define U 0\n")
     (tmp_path / "a.c").write_text('#include <stdio.h>\n#include "x.h"\nint main(void){return X;}\n')
-    strace = tracer().path
-    assert strace is not None
-    command = traced(["gcc", "-Iinc", "a.c", "-o", "a.out"], strace, tmp_path / "trace")
-    subprocess.run(command, cwd=tmp_path, check=True)
-    reads = parse_trace(sorted(tmp_path.glob("trace.*")))
+    folder = tmp_path / "trace"
+    folder.mkdir()
+    command = tracing.command(["gcc", "-Iinc", "a.c", "-o", "a.out"], folder)
+    subprocess.run(command, cwd=tmp_path, env=tracing.environ(os.environ, folder), check=True)
+    reads = parse_trace(sorted(folder.glob("trace.*")))
     here = str(tmp_path.resolve())
     assert f"{here}/inc/x.h" in reads.read and f"{here}/a.c" in reads.read
     assert f"{here}/inc/unused.h" not in reads.read
     assert "/usr/include/stdio.h" in reads.read
-    assert f"{here}/a.out" in reads.written
+    assert f"{here}/a.out" in reads.written and f"{here}/a.out" not in reads.read
     assert any(p.endswith("/cc1") for p in reads.executed)
+    assert any(Path(p).name.startswith("libc.so") for p in reads.loaded)  # gcc's own libc
+
+
+def test_the_preload_tracer_lines_are_read_too(tmp_path: Path) -> None:
+    (tmp_path / "kept.h").write_text("")
+    (tmp_path / "trace.7").write_text(
+        f"X\t/usr/bin/gcc\nR\t{tmp_path}/kept.h\nR\t{tmp_path}/out.o\nW\t{tmp_path}/out.o\n"
+        "L\t/usr/lib/libc.so.6\nL\t/cache/libbuildprint-preload.so\n"
+    )
+    reads = parse_trace([tmp_path / "trace.7"])
+    assert reads.read == {str((tmp_path / "kept.h").resolve())}
+    assert reads.written == {str((tmp_path / "out.o").resolve())}
+    assert reads.executed == {os.path.realpath("/usr/bin/gcc")}
+    assert reads.loaded == {"/usr/lib/libc.so.6"}  # the tracer itself aside

@@ -251,3 +251,15 @@ def test_the_discovered_part_is_explained_but_never_signed() -> None:
     part["value"] = {header: "b" * 64}
     with pytest.raises(InputError, match="discovered part does not match"):
         Manifest.from_json(data)
+
+
+def test_diff_of_two_finished_builds_names_the_system_files_that_differ() -> None:
+    manifest = compose(base_inputs(), Policy())
+    first = manifest.with_discovered({"/usr/include/a.h": "a" * 64, "/usr/include/b.h": "b" * 64})
+    second = manifest.with_discovered({"/usr/include/a.h": "c" * 64})
+    assert changed_paths(diff(first, second)) == [
+        "discovered//usr/include/a.h",
+        "discovered//usr/include/b.h",
+    ]
+    assert diff(first, first) == []
+    assert diff(manifest, first) == []  # one being planned: nothing to compare yet

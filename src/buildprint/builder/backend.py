@@ -37,7 +37,7 @@ from pyproject_hooks import (
 
 from buildprint.builder.environment import BuildEnvironment
 from buildprint.builder.guard import run_guarded
-from buildprint.builder.trace import traced
+from buildprint.builder.trace import Tracer
 from buildprint.errors import BuildFailed, InputError
 from buildprint.inputs.toolchain import toolset
 from buildprint.project.toml import line_of
@@ -275,12 +275,12 @@ class _Runner:
         base_env: dict[str, str],
         log_path: Path,
         timeout: float | None,
-        trace: tuple[str, Path] | None = None,
+        trace: tuple[Tracer, Path] | None = None,
     ) -> None:
         self.base_env = base_env
         self.log_path = log_path
         self.timeout = timeout
-        self.trace = trace  # (strace, folder): the hook runs traced, one file per process
+        self.trace = trace  # (tracer, folder): the hook runs traced, one file per process
 
     def __call__(
         self,
@@ -293,9 +293,9 @@ class _Runner:
             env.update(extra_environ)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.trace is not None:
-            strace, folder = self.trace
+            tracing, folder = self.trace
             folder.mkdir(parents=True, exist_ok=True)
-            cmd = traced(cmd, strace, folder / "trace")
+            cmd, env = tracing.command(cmd, folder), tracing.environ(env, folder)
         with self.log_path.open("ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
@@ -317,7 +317,7 @@ def _call(
     log_path: Path | None = None,
     timeout: float | None = None,
     remap_source_path: bool = False,
-    trace: tuple[str, Path] | None = None,
+    trace: tuple[Tracer, Path] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run PEP 517 ``hook`` with ``kwargs`` (``config_settings`` added) in ``env``."""
@@ -497,7 +497,7 @@ def build_wheel(
     log_path: Path | None = None,
     timeout: float | None = None,
     remap_source_path: bool = False,
-    trace: tuple[str, Path] | None = None,
+    trace: tuple[Tracer, Path] | None = None,
 ) -> Path:
     """Build a wheel of ``source_dir`` in ``env`` and return its path inside ``out_dir``.
 
@@ -512,8 +512,8 @@ def build_wheel(
     between runs, or pass ``remap_source_path=True`` (see :func:`remap_source_flags`) to make
     the wheel independent of where ``source_dir`` is.
 
-    ``trace=(strace, folder)`` runs the backend under ``strace`` (see
-    :mod:`buildprint.builder.trace`), its trace files in ``folder``.
+    ``trace=(tracer, folder)`` runs the backend traced (see :mod:`buildprint.builder.trace`),
+    its trace files in ``folder``.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)

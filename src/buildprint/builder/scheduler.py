@@ -24,7 +24,12 @@ from buildprint.builder.environment import BuildEnvironment
 from buildprint.builder.guard import kill_guarded
 from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
-from buildprint.builder.trace import interpreter_roots, parse_trace, tracer
+from buildprint.builder.trace import (
+    TRACE_DIR_VARIABLE,
+    interpreter_roots,
+    parse_trace,
+    tracer,
+)
 from buildprint.builder.wheel import artifact_digest, check_built_wheel, embed_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, BuildprintError, CorruptBlob, InputError
@@ -473,10 +478,9 @@ class Builder:
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         tracing = tracer()
-        trace = None
-        if tracing.path is not None and not (hooks is not None and "build_wheel" in hooks):
-            trace = (tracing.path, work / "trace")  # a build_wheel hook runs here: untraced
-        if hooks is not None and "build_wheel" in hooks:
+        by_hook = hooks is not None and "build_wheel" in hooks  # runs here: untraced
+        trace = (tracing, work / "trace") if tracing.kind and not by_hook else None
+        if hooks is not None and by_hook:
             # The hook gets the environment the backend would get, whole.
             environ = backend.remap_source_flags(
                 backend.build_env(benv, env, source_date_epoch=self.source_date_epoch),
@@ -540,6 +544,8 @@ class Builder:
         reads = parse_trace(sorted(trace.glob("trace.*")))
         tools = toolset(benv.interpreter, declared)
         variables = dict.fromkeys((*backend.CONSTRUCTED, "CPPFLAGS", "RUSTFLAGS"), "set")
+        if tracer_version.startswith("preload"):
+            variables.update(dict.fromkeys(("LD_PRELOAD", TRACE_DIR_VARIABLE), "set"))
         variables.update(dict.fromkeys(declared, "declared"))
         return classify(
             reads.read | reads.executed,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from buildprint.signature.canonical import CanonicalValue
-from buildprint.signature.manifest import Manifest
+from buildprint.signature.manifest import DISCOVERED, Manifest
 
 __all__ = [
     "ABSENT",
@@ -114,6 +114,14 @@ def diff(
                 changes.append(Change(f"{name}/{key}", av, bv, children))
         else:
             changes.append(Change(name, a_value, b_value))
+    # Two finished builds (a manifest being planned has no discovered part yet): the system
+    # files they read, per path.
+    if old.discovered and new.discovered and old.discovered.digest != new.discovered.digest:
+        a_files, b_files = old.discovered_inputs, new.discovered_inputs
+        for path in sorted(set(a_files) | set(b_files)):
+            av, bv = a_files.get(path, ABSENT), b_files.get(path, ABSENT)
+            if av != bv:
+                changes.append(Change(f"{DISCOVERED}/{path}", av, bv))
     return changes
 
 
