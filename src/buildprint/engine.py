@@ -822,21 +822,27 @@ class Engine:
             raise InputError(
                 f"{', '.join(unknown)}: not among the requirements", file=self.project.root
             )
+        skipped: dict[str, str] = {}
+        for name in wanted:  # all of them, before any rebuild
+            decision = by_name[name]
+            if decision.node.settings.prebuilt:
+                skipped[name] = "prebuilt = true: the index wheel, as locked, never built"
+            elif decision.action != "reuse" or decision.record is None:
+                why = f"no stored build valid here to compare with (plan: {decision.action})"
+                if not every:
+                    raise InputError(f"{name}: {why}; build it first", file=self.project.root)
+                skipped[name] = why
         results = {d.node.name: d.result() for d in decisions if d.record is not None}
         out: list[Verification] = []
         for name in wanted:
             decision = by_name[name]
             node = decision.node
-            if node.settings.prebuilt:
-                skipped = "prebuilt = true: the index wheel, as locked, never built"
-                out.append(Verification(name, node.version, decision.signature, skipped=skipped))
+            if name in skipped:
+                out.append(
+                    Verification(name, node.version, decision.signature, skipped=skipped[name])
+                )
                 continue
-            if decision.action != "reuse" or decision.record is None:
-                why = f"no stored build valid here to compare with (plan: {decision.action})"
-                if not every:
-                    raise InputError(f"{name}: {why}; build it first", file=self.project.root)
-                out.append(Verification(name, node.version, decision.signature, skipped=why))
-                continue
+            assert decision.record is not None
             deps = {dep: results[dep] for dep in node.deps}
             artifact = decision.record.artifacts[0]
             scratch = self.preparer.work_folder(f"verify-{name}")

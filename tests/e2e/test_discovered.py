@@ -292,6 +292,8 @@ def test_verify_all_and_bad_usage(project: Path, headers: Path) -> None:
     assert by_name["stamp"]["reproducible"] is False
     named = run_cli(project, "verify", "probe")
     assert named.code == 2 and "build it first" in named.stderr
+    mixed = run_cli(project, "verify", "plain-st", "probe")  # refused before any rebuild
+    assert mixed.code == 2 and mixed.stdout == "" and "probe: no stored build" in mixed.stderr
     assert run_cli(project, "verify").code == 2
     unknown = run_cli(project, "verify", "nosuch")
     assert unknown.code == 2 and "nosuch: not among the requirements" in unknown.stderr
