@@ -23,6 +23,9 @@ openat(AT_FDCWD</w>, "/tmp/cc1.s", O_RDONLY) = 3</tmp/cc1.s>
 openat(AT_FDCWD</w>, "out", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY) = 3</w/out>
 openat2(AT_FDCWD</w>, "b.h", {flags=O_RDONLY|O_CLOEXEC, resolve=0}, 24) = 6</w/b\\303\\251.h>
 creat("/w/a.out", 0755) = 7</w/a.out>
+openat(AT_FDCWD</w>, "shadow/x.h", O_RDONLY|O_NOCTTY) = -1 ENOENT (No such file or directory)
+openat(AT_FDCWD</w>, "/lib/libm.so.6", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file)
+openat(AT_FDCWD</w>, "/w/new.o", O_WRONLY|O_CREAT, 0644) = -1 EACCES (Permission denied)
 """
 
 
@@ -42,6 +45,8 @@ def test_parse_sorts_each_open_by_its_flags(tmp_path: Path) -> None:
     assert reads.loaded == {"/usr/lib/libc.so.6"}  # by the dynamic loader
     assert reads.written == {"/tmp/cc1.s", "/w/a.out"}  # written, then read: never an input
     assert {Path(p).name for p in reads.executed} >= {"cc1"}
+    # Looked for and missing: the build's search, not the loader's nor a failed write.
+    assert reads.absent == {"/w/shadow/x.h"}
 
 
 @pytest.mark.parametrize("kind", ["preload", "strace"])
@@ -69,6 +74,7 @@ def test_a_real_compile_reads_its_headers(
     here = str(tmp_path.resolve())
     assert f"{here}/inc/x.h" in reads.read and f"{here}/a.c" in reads.read
     assert f"{here}/inc/unused.h" not in reads.read
+    assert f"{here}/inc/stdio.h" in reads.absent  # -Iinc is searched before /usr/include
     assert "/usr/include/stdio.h" in reads.read
     assert f"{here}/a.out" in reads.written and f"{here}/a.out" not in reads.read
     assert any(p.endswith("/cc1") for p in reads.executed)
@@ -80,9 +86,11 @@ def test_the_preload_tracer_lines_are_read_too(tmp_path: Path) -> None:
     (tmp_path / "trace.7").write_text(
         f"X\t/usr/bin/gcc\nR\t{tmp_path}/kept.h\nR\t{tmp_path}/out.o\nW\t{tmp_path}/out.o\n"
         "L\t/usr/lib/libc.so.6\nL\t/cache/libbuildprint-preload.so\n"
+        f"N\t{tmp_path}/shadow/kept.h\n"
     )
     reads = parse_trace([tmp_path / "trace.7"])
     assert reads.read == {str((tmp_path / "kept.h").resolve())}
     assert reads.written == {str((tmp_path / "out.o").resolve())}
     assert reads.executed == {os.path.realpath("/usr/bin/gcc")}
     assert reads.loaded == {"/usr/lib/libc.so.6"}  # the tracer itself aside
+    assert reads.absent == {str(tmp_path.resolve() / "shadow" / "kept.h")}

@@ -72,8 +72,9 @@ def probe(name: str, settings: str) -> PackageSpec:
 
 def specs(headers: Path) -> list[PackageSpec]:
     include = f'[env]\nC_INCLUDE_PATH = "{headers}"\n'
+    shadowed = f'[env]\nC_INCLUDE_PATH = "{shadow_of(headers)}:{headers}"\n'
     return [
-        probe("probe", include),
+        probe("probe", shadowed),
         probe("probe-flags", f'[env]\nCFLAGS = "-I{headers}"\n'),
         probe("probe-unchecked", include + "[signature]\ndiscovered = false\n"),
         probe("probe-ignoring", include + f'[signature]\ndiscovered-ignore = ["{headers}/**"]\n'),
@@ -82,10 +83,16 @@ def specs(headers: Path) -> list[PackageSpec]:
     ]
 
 
+def shadow_of(headers: Path) -> Path:
+    """An include folder searched before ``headers`` (by ``probe``), empty at first."""
+    return headers.with_name("local-include")
+
+
 @pytest.fixture(scope="module")
 def headers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("system") / "include"
     folder.mkdir()
+    shadow_of(folder).mkdir()
     (folder / HEADER).write_text("#define EXTRA 0\n")
     (folder / "unrelated.h").write_text("#define UNRELATED 1\n")
     return folder
@@ -106,6 +113,8 @@ def project(built: Path, tmp_path: Path, headers: Path) -> Iterator[Path]:
     """A copy of the built project; the headers are put back as they were afterwards."""
     saved = {p.name: p.read_bytes() for p in headers.iterdir()}
     yield copy_project(built, tmp_path / "project")
+    for path in shadow_of(headers).iterdir():
+        path.unlink()
     for path in headers.iterdir():
         if path.name not in saved:
             path.unlink()
@@ -166,6 +175,29 @@ def test_an_unrelated_header_or_a_touch_changes_nothing(project: Path, headers: 
     entries = plan(project)
     assert set(actions(entries).values()) == {"reuse"}, entries
     assert all(entry["changed"] == [] for entry in entries.values())
+
+
+def test_a_header_appearing_earlier_on_the_search_path_rebuilds(
+    project: Path, headers: Path
+) -> None:
+    shadow = shadow_of(headers) / HEADER
+    (shadow_of(headers) / "other.h").write_text("#define OTHER 1\n")  # never looked for
+    assert set(actions(plan(project)).values()) == {"reuse"}
+    shadow.write_text("#define EXTRA 5\n")  # found before headers/probe_extra.h now
+    entries = plan(project)
+    assert entries["probe"]["action"] == "build"
+    assert entries["probe"]["changed"] == [f"discovered/{shadow}"]
+    assert entries["probe-flags"]["action"] == "reuse"  # it does not search that folder
+    why = run_cli(project, "why", "probe", "--json").json()
+    assert why["changes"] == [
+        {"path": f"discovered/{shadow}", "old": None, "new": sha256(shadow), "added": True}
+    ]
+    built = run_cli(project, "build", "probe", "--json")
+    assert built.code == 0 and built.packages()["probe"]["action"] == "built", built.stderr
+    audit = run_cli(project, "audit", "probe", "--json").json()
+    assert audit["discovered"][str(shadow)] == sha256(shadow)
+    # The header it used before is no longer read: the shadow is found first.
+    assert str(headers / HEADER) not in audit["discovered"]
 
 
 def test_one_signature_keeps_a_build_per_header_content(project: Path, headers: Path) -> None:

@@ -139,3 +139,23 @@ def test_classify_sorts_reads_into_groups(tmp_path: Path) -> None:
         tracer="",
     )
     assert ignoring.discovered == {} and ignoring.ignored == {str(system / "foo.h"): f"{system}/**"}
+
+    searched = classify(
+        [],
+        [],
+        absent=[
+            str(system / "x.h"),
+            str(system / "libz.so"),
+            str(system / "a.py"),
+            str(tree / "y.h"),
+        ],
+        tree=str(tree),
+        environment=[],
+        toolchain=[],
+        ignore=[],
+        files=SystemFiles(),
+        variables={},
+        tracer="",
+    )
+    # Headers and libraries must stay absent; a module or a file in the tree is not checked.
+    assert searched.discovered == {str(system / "x.h"): MISSING, str(system / "libz.so"): MISSING}

@@ -2,6 +2,7 @@
  * file, what each process of a build opens, to $BUILDPRINT_TRACE_DIR/trace.<pid>:
  *   R path   opened for reading (folders aside)     W path   opened for writing or created
  *   X path   the program that started               L path   a library it had mapped at exit
+ *   N path   looked for to read, and not there (ENOENT)
  * Relative paths are made absolute (the working folder, or the folder fd of openat). errno
  * is kept as the call left it; nothing is logged without $BUILDPRINT_TRACE_DIR. */
 #define _GNU_SOURCE
@@ -35,9 +36,14 @@ static void emit(char kind, const char *path) {
 }
 
 static void note(int dirfd, const char *path, int flags, int fd) {
-    if (log_fd < 0 || fd < 0 || path == NULL) return;
+    if (log_fd < 0 || path == NULL) return;
     int saved = errno;
-    char kind = (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) ? 'W' : 'R';
+    int writes = flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND);
+    char kind = writes ? 'W' : 'R';
+    if (fd < 0) {  /* a file looked for and not there (a header earlier on a search path) */
+        if (writes || saved != ENOENT) return;
+        kind = 'N';
+    }
     if (kind == 'R' && (flags & O_DIRECTORY)) { errno = saved; return; }
     char full[PATH_MAX];
     if (path[0] == '/') {
@@ -99,10 +105,8 @@ int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY 
 int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
 
 static FILE *fopened(const char *path, const char *mode, FILE *file) {
-    if (file != NULL) {
-        int writes = strchr(mode, 'w') || strchr(mode, 'a') || strchr(mode, '+');
-        note(AT_FDCWD, path, writes ? O_WRONLY : O_RDONLY, fileno(file));
-    }
+    int writes = strchr(mode, 'w') || strchr(mode, 'a') || strchr(mode, '+');
+    note(AT_FDCWD, path, writes ? O_WRONLY : O_RDONLY, file != NULL ? fileno(file) : -1);
     return file;
 }
 FILE *fopen(const char *path, const char *mode) {

@@ -550,6 +550,7 @@ class Builder:
         return classify(
             reads.read | reads.executed,
             reads.loaded,
+            absent=reads.absent,
             tree=str(root),
             environment=[
                 str(benv.path),

@@ -58,7 +58,8 @@ _PRELOAD_NAME = "libbuildprint-preload.so"
 
 _SYSCALLS = "open,openat,openat2,creat,execve,execveat"
 #: ``pid syscall(args) = result<resolved path>`` (one process per file: no interleaving).
-_LINE = re.compile(r"^(\w+)\((.*)\) = (-?\d+)(?:<(.*)>)?$")
+_LINE = re.compile(r"^(\w+)\((.*)\) = (-?\d+)(?:<(.*)>)?(?: (E[A-Z0-9]+) \(.*\))?$")
+_CWD = re.compile(r"^AT_FDCWD<(.*?)>, ")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _FLAGS = re.compile(r"\bO_[A-Z_|]+")
 _WRITE_FLAGS = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "O_TMPFILE"}
@@ -79,6 +80,9 @@ class Reads:
     loaded: frozenset[str]
     #: Opened for writing or created (outputs and temporary files, never inputs).
     written: frozenset[str]
+    #: Looked for to be read and not there (``ENOENT``): a header or library that, once it
+    #: appears, would be found before the one the build used.
+    absent: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,6 @@ class Tracer:
             "-ff",
             "--seccomp-bpf",
             "-qq",
-            "-z",  # successful calls only: a failed probe of an include folder is not a read
             "-y",
             "-e",
             f"trace={_SYSCALLS}",
@@ -224,6 +227,7 @@ def parse_trace(files: Iterable[Path]) -> Reads:
     executed: set[str] = set()
     loaded: set[str] = set()
     written: set[str] = set()
+    absent: set[str] = set()
     for file in files:
         try:
             text = file.read_text(encoding="utf-8", errors="surrogateescape")
@@ -232,13 +236,25 @@ def parse_trace(files: Iterable[Path]) -> Reads:
         for line in dict.fromkeys(text.splitlines()):
             if line[1:2] == "\t":  # the preload tracer's: KIND<TAB>absolute path
                 kind, path = line[0], _resolved(line[2:])
-                if kind in "RWXL" and not path.endswith(_PRELOAD_NAME):
-                    {"R": opened, "W": written, "X": executed, "L": loaded}[kind].add(path)
+                if kind in "RWXLN" and not path.endswith(_PRELOAD_NAME):
+                    kinds = {"R": opened, "W": written, "X": executed, "L": loaded}
+                    kinds.get(kind, absent).add(path)
                 continue
             match = _LINE.match(line)
             if match is None:
                 continue
-            call, args, _result, resolved = match.groups()
+            call, args, result, resolved, error = match.groups()
+            found = _FLAGS.search(args.rsplit('"', 1)[-1])  # the flags follow the path
+            flags = set(found.group(0).split("|")) if found else set()
+            if result.startswith("-"):  # failed: only a file looked for and missing counts
+                target = _first_string(args)
+                loader = flags == _LOADER_FLAGS  # the dynamic loader's search: not the build's
+                if error == "ENOENT" and target and not flags & _WRITE_FLAGS and not loader:
+                    cwd = _CWD.match(args) if call != "open" else None
+                    base = _unescape(cwd.group(1)) if cwd else ""
+                    if os.path.isabs(target) or base:
+                        absent.add(_resolved(os.path.join(base, target)))
+                continue
             if call in ("execve", "execveat"):
                 target = _first_string(args)
                 if target and os.path.isabs(target):
@@ -247,8 +263,6 @@ def parse_trace(files: Iterable[Path]) -> Reads:
             if resolved is None:
                 continue
             path = _unescape(resolved)
-            found = _FLAGS.search(args.rsplit('"', 1)[-1])  # the flags follow the path
-            flags = set(found.group(0).split("|")) if found else set()
             if "O_DIRECTORY" in flags:  # a folder listed: not a read of content
                 continue
             if call == "creat" or flags & _WRITE_FLAGS:
@@ -262,6 +276,7 @@ def parse_trace(files: Iterable[Path]) -> Reads:
         executed=frozenset(executed - written),
         loaded=frozenset(loaded - written),
         written=frozenset(written),
+        absent=frozenset(absent - opened - written),
     )
 
 

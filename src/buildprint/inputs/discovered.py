@@ -198,10 +198,16 @@ def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
+#: The files whose absence is an input: headers and libraries, looked for along search paths
+#: (``-I``, ``-L``, ``PKG_CONFIG_PATH``) where one that appears would be found first.
+_SEARCHED = re.compile(r"\.(h|hh|hpp|hxx|inc|pc|a|so(\.[0-9.]+)?)$")
+
+
 def classify(
     read: Iterable[str],
     loaded: Iterable[str],
     *,
+    absent: Iterable[str] = (),
     tree: str,
     environment: Sequence[str],
     toolchain: Iterable[str],
@@ -215,7 +221,9 @@ def classify(
     ``toolchain`` binaries its signature identifies, what ``ignore`` (the built-in patterns,
     then the package's) sets aside, and the rest: discovered, digested now. Folders are not
     inputs (their listing is not seen); ``loaded`` shared objects are the code of the
-    programs that ran, listed, not checked."""
+    programs that ran, listed, not checked. A header or library looked for and ``absent``
+    (outside the tree and environment) is discovered as :data:`MISSING`: if one appears
+    there, it would be found before the one the build used."""
     tree = os.path.realpath(tree)
     roots = [os.path.realpath(r) for r in environment]
     tools = {os.path.realpath(t) for t in toolchain}
@@ -237,6 +245,13 @@ def classify(
             ignored[path] = pattern
         else:
             discovered[path] = files.digest(path)
+    for path in sorted(set(absent)):
+        if (
+            _SEARCHED.search(path)
+            and not _under(path, [tree, *roots])
+            and ignored_by(path, (*BUILTIN_IGNORED, *ignore)) is None
+        ):
+            discovered.setdefault(path, MISSING)  # must stay absent
     return ReadReport(
         source=tuple(source),
         environment=tuple(env),

@@ -155,7 +155,11 @@ class Planner:
         if self.system is None or not policy.discovered or not recorded:
             return []
         return [
-            Change(f"{DISCOVERED}/{path}", old, ABSENT if new == MISSING else new)
+            Change(
+                f"{DISCOVERED}/{path}",
+                ABSENT if old == MISSING else old,
+                ABSENT if new == MISSING else new,
+            )
             for path, old, new in self.system.changed(recorded, policy.discovered_ignore)
         ]
 
