@@ -83,4 +83,8 @@ note "(change undone)"
 step "5. Show one manifest: what went into idna's signature"
 bp show idna
 
-step "Done. Try: buildprint why six -p examples/demo, buildprint show markupsafe -p examples/demo"
+step "6. What markupsafe's last build read: the system headers it is checked against (discovered)"
+bp audit markupsafe | awk 'NR == 1 { print } /^discovered system files/ { on = 1 } on && n < 10 { print; n++ }'
+note "... (buildprint audit markupsafe -p examples/demo prints every group)"
+
+step "Done. Try: buildprint why six -p examples/demo, buildprint audit markupsafe -p examples/demo"

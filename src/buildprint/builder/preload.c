@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -44,7 +45,11 @@ static void note(int dirfd, const char *path, int flags, int fd) {
         if (writes || saved != ENOENT) return;
         kind = 'N';
     }
-    if (kind == 'R' && (flags & O_DIRECTORY)) { errno = saved; return; }
+    struct stat st;  /* a folder opened (to list, to remove a tree) is not read */
+    if (kind == 'R' && ((flags & O_DIRECTORY) || (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)))) {
+        errno = saved;
+        return;
+    }
     char full[PATH_MAX];
     if (path[0] == '/') {
         emit(kind, path);

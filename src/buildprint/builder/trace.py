@@ -205,18 +205,23 @@ _ROOTS = ("stdlib", "platstdlib", "include", "platinclude")
 @functools.lru_cache(maxsize=8)
 def interpreter_roots(python: str) -> tuple[str, ...]:
     """The folders of ``python``'s own installation a build reads as part of its build
-    environment: the standard library and the headers (``sysconfig``), resolved. Asked of
+    environment: the standard library and the headers (``sysconfig``), and the virtualenv it
+    belongs to, if any (never a system prefix such as ``/usr``), resolved. Asked of
     ``python`` itself, unless it is the interpreter running buildprint."""
-    real = os.path.realpath(shutil.which(python) or python)
-    if real == os.path.realpath(sys.executable):
+    found = shutil.which(python) or python
+    if os.path.abspath(found) == os.path.abspath(sys.executable):
         paths = [sysconfig.get_paths()[key] for key in _ROOTS]
+        venv = sys.prefix if sys.prefix != sys.base_prefix else None
     else:
         code = (
-            "import json, sysconfig; p = sysconfig.get_paths(); "
-            f"print(json.dumps([p[k] for k in {_ROOTS!r}]))"
+            "import json, sys, sysconfig; p = sysconfig.get_paths(); "
+            f"print(json.dumps([[p[k] for k in {_ROOTS!r}], sys.prefix, sys.base_prefix]))"
         )
         done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
-        paths = json.loads(done.stdout)
+        paths, prefix, base = json.loads(done.stdout)
+        venv = prefix if prefix != base else None
+    if venv is not None:  # a virtualenv's interpreter: its pyvenv.cfg, its own folder
+        paths.append(venv)
     return tuple(sorted({os.path.realpath(p) for p in paths}))
 
 

@@ -236,7 +236,8 @@ def classify(
         if os.path.isdir(path):
             continue
         if _under(path, [tree]):
-            source.append(os.path.relpath(path, tree))
+            if os.path.isfile(path):  # not a folder the build removed since
+                source.append(os.path.relpath(path, tree))
         elif _under(path, roots):
             env.append(path)
         elif path in tools:
