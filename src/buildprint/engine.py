@@ -27,7 +27,6 @@ from packaging.utils import canonicalize_name
 from buildprint.builder.outcome import Outcome
 from buildprint.builder.preparer import Preparer
 from buildprint.builder.scheduler import Builder, Progress
-from buildprint.builder.trace import tracer
 from buildprint.builder.wheel import MemberDifference, compare_wheels, read_manifest
 from buildprint.builder.wheelhouse import Wheelhouse
 from buildprint.errors import BuildFailed, InputError
@@ -805,8 +804,10 @@ class Engine:
         elif record.discovered is not None:
             note = "built elsewhere: only its discovered inputs travel with the record"
         else:
-            why = tracer().problem or "it ran untraced, or by a build_wheel hook"
-            note = f"what it read was not recorded: {why}"
+            note = (
+                "what it read was not recorded: it ran untraced (no tracer, or "
+                "BUILDPRINT_TRACE=off) or by a build_wheel hook"
+            )
         moved = self.system_files.changed(record.discovered or {}, policy.discovered_ignore)
         return Audit(record, reads, note, tuple(moved), policy.discovered, policy.discovered_ignore)
 

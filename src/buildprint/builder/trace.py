@@ -136,7 +136,10 @@ def tracer() -> Tracer:
     problems = []
     for kind, make in (("preload", _preload), ("strace", _strace)):
         if wanted in ("", kind):
-            found = make()
+            try:
+                found = make()
+            except OSError as exc:  # an unwritable cache, a compiler that cannot start
+                found = Tracer(problem=f"the {kind} tracer cannot be set up: {exc}")
             if found.kind:
                 return found
             problems.append(found.problem)
